@@ -1,0 +1,285 @@
+"""The `jobrunner` command. Each subcommand is a thin layer over `control` (clients) or `worker` (daemon).
+
+Exit codes: 0 ok; 1 a job failed (`submit --wait`) or an operation was refused; 2 usage; 4 no such job;
+65 invalid request; 78 configuration error (systemd does not restart on it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from . import control
+from .errors import ConfigError, JobrunnerError
+from .layout import DATA_DIR_ENV, Layout
+from .status import JobStatus
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Data directory (default: ${DATA_DIR_ENV}, else ./data).",
+)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobrunnerError as exc:
+            click.echo(f"jobrunner: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="jobrunner")
+def main() -> None:
+    """Run background jobs from a spool of JSON files, with status files you can read.
+
+    Submit by dropping a JSON request into DATA_DIR/queue/ (or `jobrunner submit`); a daemon
+    (`jobrunner run`) claims it, runs it, and keeps DATA_DIR/jobs/<id>.json up to date.
+    """
+
+
+@main.command()
+@data_dir_option
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=16, show_default=True,
+              help="Jobs run at once.")
+@click.option("--burst", is_flag=True, help="Process everything that is due, then exit 0.")
+@click.option("--drain-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds running jobs get to reach a step boundary on SIGTERM.")
+@click.option("--settle", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Seconds a file written in place must be quiet before an unparseable one is taken.")
+@click.option("--rescan", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              help="Seconds between scans when no event wakes the daemon.")
+@click.option("--retry-base", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="First job-level retry delay in seconds (doubles per attempt, jittered).")
+@click.option("--retry-max", type=click.FloatRange(0), default=600.0, show_default=True,
+              help="Longest job-level retry delay in seconds.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def run(data_dir: str | None, concurrency: int, burst: bool, drain_timeout: float, settle: float,
+        rescan: float, retry_base: float, retry_max: float, log_level: str) -> None:
+    """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
+    import asyncio
+
+    from .retry import RetryPolicy
+    from .worker import Settings, Worker
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    layout = Layout.resolve(data_dir)
+    settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
+                        settle_s=settle, rescan_interval_s=rescan,
+                        retry=RetryPolicy(base_s=retry_base, max_s=retry_max))
+    sys.exit(asyncio.run(Worker(layout, settings).run()))
+
+
+@main.command()
+@data_dir_option
+@click.argument("request", type=click.File("rb"))
+@click.option("--wait", is_flag=True, help="Wait until the job is final; exit 1 unless it completed.")
+@click.option("--timeout", type=click.FloatRange(0), default=None, help="With --wait: give up after N seconds.")
+def submit(data_dir: str | None, request: Any, wait: bool, timeout: float | None) -> None:
+    """Submit REQUEST (a JSON file, or - for stdin). Prints the job id."""
+    layout = Layout.resolve(data_dir)
+    done = control.submit(layout, request.read())
+    click.echo(done.job_id)
+    if wait:
+        doc = _wait_final(layout, done.job_id, timeout)
+        failed = doc.error is not None and doc.status != "completed"
+        click.echo(f"{doc.id} {doc.status}" + (f": {doc.error.message}" if failed and doc.error else ""), err=True)
+        sys.exit(0 if doc.status == "completed" else 1)
+
+
+def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> JobStatus:
+    from .errors import NotFound
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            doc = control.read_status(layout, job_id)
+            if doc.status.final:
+                return doc
+        except NotFound:
+            pass
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobrunnerError(f"job {job_id} is not final after {timeout:g}s")
+        time.sleep(delay)
+        delay = min(0.5, delay * 1.5)
+
+
+@main.command()
+@data_dir_option
+@click.argument("job_id", required=False)
+@click.option("--active", is_flag=True, help="Only pending and running jobs.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="How many of the latest jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable).")
+def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, as_json: bool) -> None:
+    """Show one job, the active jobs, or the latest jobs."""
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    if job_id:
+        doc = control.read_status(layout, job_id)
+        if as_json:
+            click.echo(json.dumps(doc.for_json(), indent=1))
+        else:
+            _show_one(doc)
+        return
+    queued = None
+    if active:
+        docs, queued = control.active(layout)
+        docs = docs[:limit]
+    else:
+        docs = control.latest(layout, limit)
+    if as_json:
+        out: dict[str, Any] = {"jobs": [d.for_json() for d in docs], "count": len(docs)}
+        if queued is not None:
+            out["queued"] = queued
+        click.echo(json.dumps(out, indent=1))
+        return
+    _table(docs)
+    if queued:
+        click.echo(f"{queued} request file(s) in the queue, not yet taken by a daemon")
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    secs = (datetime.now(UTC) - when).total_seconds()
+    if secs < 0:
+        return f"in {_span(-secs)}"
+    return f"{_span(secs)} ago"
+
+
+def _span(secs: float) -> str:
+    if secs < 60:
+        return f"{secs:.0f}s"
+    if secs < 3600:
+        return f"{secs / 60:.0f}m"
+    if secs < 86400:
+        return f"{secs / 3600:.1f}h"
+    return f"{secs / 86400:.1f}d"
+
+
+def _progress(doc: JobStatus) -> str:
+    p = doc.progress
+    if p.total:
+        return f"{p.current}/{p.total} {p.percentage:.0f}%"
+    return str(p.current) if p.current else "-"
+
+
+def _table(docs: list[JobStatus]) -> None:
+    if not docs:
+        click.echo("no jobs")
+        return
+    rows = [("ID", "TYPE", "STATUS", "PROGRESS", "ATTEMPT", "UPDATED", "ERROR")]
+    for d in docs:
+        err = "" if d.error is None else f"{d.error.type}: {d.error.message}"
+        rows.append((d.id, d.type, str(d.status), _progress(d), f"{d.attempt}/{d.max_attempts}",
+                     _ago(d.updated_at), err[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+
+
+def _show_one(d: JobStatus) -> None:
+    lines = [
+        ("id", d.id), ("type", d.type), ("status", str(d.status)), ("progress", _progress(d)),
+        ("attempt", f"{d.attempt} of {d.max_attempts}"),
+        ("created", f"{_iso(d.created_at)} ({_ago(d.created_at)})"),
+        ("started", _iso(d.started_at)), ("updated", _iso(d.updated_at)), ("finished", _iso(d.finished_at)),
+    ]
+    if d.next_attempt_at and not d.status.final:
+        lines.append(("next attempt", f"{_iso(d.next_attempt_at)} ({_ago(d.next_attempt_at)})"))
+    if d.error:
+        lines.append(("error", f"{d.error.type}: {d.error.message}" + (" (retryable)" if d.error.retryable else "")))
+    if d.result:
+        lines.append(("result", json.dumps(d.result)))
+    if d.metadata:
+        lines.append(("metadata", json.dumps(d.metadata)))
+    for h in d.history:
+        what = f"attempt {h.attempt}: {h.outcome}"
+        if h.error:
+            what += f" ({h.error.type}: {h.error.message})"
+        if h.delay_s:
+            what += f", next in {h.delay_s:g}s"
+        lines.append(("history", what))
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        click.echo(f"{k.ljust(width)}  {v}")
+
+
+def _iso(when: datetime | None) -> str:
+    from .status import iso
+
+    return iso(when) or "-"
+
+
+@main.command()
+@data_dir_option
+@click.argument("job_id")
+def cancel(data_dir: str | None, job_id: str) -> None:
+    """Cancel a pending or running job (completed steps and partial results are kept)."""
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    outcome = control.cancel(layout, job_id)
+    if outcome == "final":
+        doc = control.read_status(layout, job_id)
+        raise JobrunnerError(f"job {job_id} is already {doc.status}")
+    if outcome == "requested":
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            doc = control.read_status(layout, job_id)
+            if doc.status.final:
+                click.echo(f"{job_id} {doc.status}")
+                return
+            time.sleep(0.05)
+        click.echo(f"{job_id} cancel requested; it stops at its next await")
+        return
+    click.echo(f"{job_id} cancelled")
+
+
+@main.command()
+@data_dir_option
+@click.argument("job_id")
+def retry(data_dir: str | None, job_id: str) -> None:
+    """Run a failed or cancelled job again, reusing its completed steps."""
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    doc = control.retry(layout, job_id)
+    click.echo(f"{doc.id} pending (attempts allowed: {doc.max_attempts})")
+
+
+@main.command()
+@click.argument("job_type", required=False)
+def schema(job_type: str | None) -> None:
+    """Print the JSON Schema of requests (all types, or one TYPE)."""
+    from typing import Annotated, Union
+
+    from pydantic import Field, TypeAdapter
+
+    from .handlers import load_handlers
+
+    handlers = load_handlers()
+    if job_type is not None:
+        if job_type not in handlers:
+            raise ConfigError(f"unknown type {job_type!r}; known types: {', '.join(sorted(handlers))}")
+        out = handlers[job_type].request_model.model_json_schema()
+    else:
+        models = tuple(h.request_model for h in handlers.values())
+        union: Any = models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+        out = TypeAdapter(union).json_schema()
+        out["title"] = "jobrunner request"
+    click.echo(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,154 @@
+"""The one module that knows where things live under the data directory.
+
+    queue/                    the spool: clients drop <name>.json here
+    queue/.tmp/               staging for `jobrunner submit` (same filesystem, so rename is atomic)
+    queue/.claimed/<worker>/  requests owned by the live daemon <worker>
+    queue/.claimed/<worker>.lock   flock held for that daemon's whole life (the kernel drops it on death)
+    queue/.deferred/<id>.json accepted jobs waiting for their next attempt (file mtime = due time)
+    queue/.rejected/<name>    requests that could not be accepted, byte for byte, + <name>.reason.json
+    jobs/<id>.json            the status document of job <id>
+    jobs/<id>/request.json    the job's request, once it is final
+    jobs/<id>/steps/<key>.json  checkpointed step results
+    jobs/<id>/cancel          a cancellation request (its presence is the request)
+    jobs/.tmp/                temp files for atomic status writes
+
+Nothing else in the package builds a path under the data dir by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, InvalidRequest
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_DATA_DIR = "./data"
+DATA_DIR_ENV = "JOBRUNNER_DATA_DIR"
+
+
+def validate_id(job_id: object) -> str:
+    """Return ``job_id`` if it is a safe job id, else raise InvalidRequest (never used as a path)."""
+    if not isinstance(job_id, str) or not ID_PATTERN.match(job_id) or job_id in (".", ".."):
+        shown = repr(job_id) if len(repr(job_id)) <= 80 else repr(job_id)[:77] + "..."
+        raise InvalidRequest(
+            f"invalid id {shown}: an id is 1-128 characters of letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    if job_id.endswith(".json") or job_id.endswith(".tmp"):
+        raise InvalidRequest(f"invalid id {job_id!r}: an id may not end in .json or .tmp")
+    return job_id
+
+
+def is_spool_name(name: str) -> bool:
+    """Whether a file in queue/ is a client's request the daemon may take."""
+    return (
+        name.endswith(".json")
+        and not name.startswith(".")
+        and not name.endswith(".tmp")
+        and not name.endswith(".part")
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def resolve(cls, data_dir: str | os.PathLike[str] | None) -> Layout:
+        """The data dir from the argument, else $JOBRUNNER_DATA_DIR, else ./data."""
+        chosen = data_dir if data_dir else os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+        return cls(Path(chosen).absolute())
+
+    # --- the spool -------------------------------------------------------------------------
+    @property
+    def queue(self) -> Path:
+        return self.root / "queue"
+
+    @property
+    def staging(self) -> Path:
+        return self.queue / ".tmp"
+
+    @property
+    def claimed(self) -> Path:
+        return self.queue / ".claimed"
+
+    def worker_dir(self, worker: str) -> Path:
+        return self.claimed / worker
+
+    def worker_lock(self, worker: str) -> Path:
+        return self.claimed / f"{worker}.lock"
+
+    @property
+    def deferred(self) -> Path:
+        return self.queue / ".deferred"
+
+    def deferred_request(self, job_id: str) -> Path:
+        return self.deferred / f"{job_id}.json"
+
+    @property
+    def rejected(self) -> Path:
+        return self.queue / ".rejected"
+
+    # --- jobs ----------------------------------------------------------------------------
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def jobs_tmp(self) -> Path:
+        return self.jobs / ".tmp"
+
+    def status(self, job_id: str) -> Path:
+        return self.jobs / f"{validate_id(job_id)}.json"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs / validate_id(job_id)
+
+    def request(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "request.json"
+
+    def steps(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "steps"
+
+    def step(self, job_id: str, key: str) -> Path:
+        # Step keys are the handler's, not the client's; hashing keeps any key a safe file name.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.steps(job_id) / f"{digest}.json"
+
+    def cancel_flag(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "cancel"
+
+    def retry_flag(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "retry"
+
+    def log(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "log"
+
+    # --- set-up ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the directories (idempotent). A data dir that cannot be made is a ConfigError."""
+        try:
+            for path in (
+                self.queue,
+                self.staging,
+                self.claimed,
+                self.deferred,
+                self.rejected,
+                self.jobs,
+                self.jobs_tmp,
+            ):
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"data dir {self.root} is not usable: {exc.strerror or exc}") from exc
+
+    def check_exists(self) -> None:
+        """For read-only commands: a data dir that does not exist is a ConfigError, not an empty list."""
+        if not self.jobs.is_dir() or not self.queue.is_dir():
+            raise ConfigError(
+                f"{self.root} is not a jobrunner data dir (no queue/ and jobs/): "
+                f"pass --data-dir or set {DATA_DIR_ENV}"
+            )

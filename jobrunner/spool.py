@@ -1,0 +1,306 @@
+"""The spool: how request files move between the queue's folders. Renames only; the daemon decides.
+
+A request file's place is its scheduling state:
+
+    queue/X                    dropped by a client, not yet taken
+    .claimed/<worker>/X        taken by <worker>: being validated, or running its first attempt
+    .claimed/<worker>/<id>.job taken back from .deferred by <worker> for a later attempt
+    .deferred/<id>.json        accepted, waiting; the file's mtime is its due time (as Postfix does)
+    .rejected/X                refused; X.reason beside it says why
+    jobs/<id>/request.json     the job is final
+
+Every move is a rename within one filesystem, so a file is always in exactly one place, and the rename
+that succeeds decides who owns it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from . import status
+from .durable import rename_noreplace, write_atomic
+from .errors import InvalidRequest
+from .layout import Layout, is_spool_name, validate_id
+from .request import MAX_REQUEST_BYTES
+
+JOB_SUFFIX = ".job"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    mtime: float
+
+
+def new_worker_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class WorkerLock:
+    """The daemon's life, as the kernel sees it: an flock held until the process dies.
+
+    The lock file is made and locked under a temporary name, then renamed into place, so no other
+    daemon can ever see it unlocked while its owner lives.
+    """
+
+    def __init__(self, layout: Layout, worker: str) -> None:
+        self.layout = layout
+        self.worker = worker
+        final = layout.worker_lock(worker)
+        tmp = final.with_name(f".{final.name}.tmp")
+        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        os.rename(tmp, final)
+        layout.worker_dir(worker).mkdir(exist_ok=True)
+
+    def release(self) -> None:
+        """Clean exit: remove our (empty) claim folder and lock. Left-overs are recovered by others."""
+        try:
+            os.rmdir(self.layout.worker_dir(self.worker))
+            os.unlink(self.layout.worker_lock(self.worker))
+        except OSError:
+            pass
+        os.close(self.fd)
+
+
+def dead_workers(layout: Layout, alive: str) -> Iterator[tuple[str, int | None]]:
+    """Workers whose claim folder outlives them, each yielded while we hold its lock (fd), so two
+    recovering daemons never recover the same folder. The caller closes the fd when done."""
+    try:
+        names = os.listdir(layout.claimed)
+    except FileNotFoundError:
+        return
+    workers = {n for n in names if not n.startswith(".") and not n.endswith(".lock")}
+    locks = {n[: -len(".lock")] for n in names if n.endswith(".lock") and not n.startswith(".")}
+    for worker in sorted(workers | locks):
+        if worker == alive:
+            continue
+        fd: int | None = None
+        if worker in locks:
+            try:
+                fd = os.open(layout.worker_lock(worker), os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # alive
+            if not os.path.exists(layout.worker_lock(worker)):  # recovered and removed meanwhile
+                os.close(fd)
+                continue
+        yield worker, fd
+
+
+class Spool:
+    def __init__(self, layout: Layout, worker: str, *, settle_s: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES):
+        self.layout = layout
+        self.worker = worker
+        self.settle_s = settle_s
+        self.max_bytes = max_bytes
+        self.mine = layout.worker_dir(worker)
+
+    # --- finding work -------------------------------------------------------------------------
+    def list_queue(self) -> list[Candidate]:
+        """Files a client has dropped, oldest first."""
+        found = []
+        with os.scandir(self.layout.queue) as it:
+            for entry in it:
+                if not is_spool_name(entry.name):
+                    continue
+                try:
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+                found.append(Candidate(entry.name, mtime))
+        found.sort(key=lambda c: (c.mtime, c.name))
+        return found
+
+    def settled(self, name: str, now: float) -> bool:
+        """Whether queue/<name> may be taken now. A file a client may still be writing in place is
+        left alone until it parses as JSON or has been quiet for ``settle_s``. Anything that is not a
+        regular file is taken at once (to be rejected)."""
+        path = self.layout.queue / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return True
+        if now - st.st_mtime >= self.settle_s or st.st_size > self.max_bytes:
+            return True
+        if st.st_nlink > 1 or st.st_size == 0:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            data = os.read(fd, self.max_bytes + 1)
+        finally:
+            os.close(fd)
+        try:
+            json.loads(data)
+        except (ValueError, RecursionError):
+            return False
+        return True
+
+    def claim(self, name: str) -> Path | None:
+        """Take queue/<name>; None if another daemon took it first."""
+        dest = self.mine / name
+        try:
+            os.rename(self.layout.queue / name, dest)
+        except FileNotFoundError:
+            return None
+        return dest
+
+    def read(self, path: Path) -> tuple[bytes, os.stat_result]:
+        """The bytes of a claimed request, refusing anything but a regular file of our own."""
+        st = os.lstat(path)
+        kind = _kind(st.st_mode)
+        if kind != "file":
+            raise InvalidRequest(f"the spool entry is a {kind}, not a regular file; drop a file")
+        if st.st_nlink > 1:
+            raise InvalidRequest(
+                "the file has other hard links; drop a file of its own (write it, then rename it in)"
+            )
+        if st.st_size > self.max_bytes:
+            raise InvalidRequest(f"request is {st.st_size} bytes; the limit is {self.max_bytes}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InvalidRequest(f"cannot open the file: {exc.strerror}") from None
+        try:
+            fst = os.fstat(fd)
+            if (fst.st_ino, fst.st_dev) != (st.st_ino, st.st_dev) or not stat.S_ISREG(fst.st_mode):
+                raise InvalidRequest("the file changed while being opened")
+            chunks = []
+            remaining = self.max_bytes + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > self.max_bytes:
+            raise InvalidRequest(f"request is over the limit of {self.max_bytes} bytes")
+        return data, st
+
+    # --- where a claim goes next ---------------------------------------------------------------
+    def reject(self, path: Path, reason: str, *, error: str, job_id: str | None = None) -> Path:
+        """Set a claimed entry aside byte for byte, with a reason file a person can act on."""
+        dest = _unique_move(path, self.layout.rejected, path.name)
+        note = {
+            "file": dest.name,
+            "original_name": path.name,
+            "reason": reason,
+            "error": error,
+            "job_id": job_id,
+            "rejected_at": status.iso(status.now()),
+            "worker": self.worker,
+        }
+        reason_path = dest.with_name(dest.name + ".reason")
+        write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
+        return dest
+
+    def to_queue(self, path: Path, name: str | None = None) -> Path:
+        """Give a claim back to the queue (its first attempt never started)."""
+        return _unique_move(path, self.layout.queue, name or path.name)
+
+    def defer(self, path: Path, job_id: str, due: datetime) -> None:
+        dest = self.layout.deferred_request(job_id)
+        os.rename(path, dest)
+        stamp = due.timestamp()
+        os.utime(dest, (stamp, stamp))
+
+    def due_deferred(self, now: float) -> tuple[list[tuple[float, str]], float | None]:
+        """(due time, id) of deferred jobs due by ``now``, and the earliest due time after it."""
+        due: list[tuple[float, str]] = []
+        later: float | None = None
+        with os.scandir(self.layout.deferred) as it:
+            for entry in it:
+                if not entry.name.endswith(".json") or entry.name.startswith("."):
+                    continue
+                try:
+                    when = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+                if when <= now:
+                    due.append((when, entry.name[: -len(".json")]))
+                elif later is None or when < later:
+                    later = when
+        due.sort()
+        return due, later
+
+    def claim_deferred(self, job_id: str) -> Path | None:
+        dest = self.mine / f"{job_id}{JOB_SUFFIX}"
+        try:
+            os.rename(self.layout.deferred_request(job_id), dest)
+        except FileNotFoundError:
+            return None
+        return dest
+
+    def finish(self, path: Path, job_id: str) -> None:
+        """The job is final: its request goes to jobs/<id>/request.json (moved, never deleted)."""
+        finish_request(self.layout, path, job_id)
+
+
+def finish_request(layout: Layout, path: Path, job_id: str) -> None:
+    layout.job_dir(job_id).mkdir(exist_ok=True)
+    try:
+        rename_noreplace(path, layout.request(job_id))
+    except FileExistsError:
+        os.unlink(path)  # a leftover of an interrupted earlier finish: the request is already there
+
+
+def _unique_move(path: Path, folder: Path, name: str) -> Path:
+    """Move ``path`` into ``folder`` as ``name``, or ``stem~N.json`` if that name is taken."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    for n in range(1000):
+        candidate = name if n == 0 else f"{stem}~{n}{'.' + ext if ext else ''}"
+        dest = folder / candidate
+        try:
+            rename_noreplace(path, dest)
+            return dest
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"
+
+
+def claim_id(path: Path) -> str | None:
+    """The job id a `.job` claim stands for (its name); None for a client's raw file."""
+    if path.name.endswith(JOB_SUFFIX):
+        try:
+            return validate_id(path.name[: -len(JOB_SUFFIX)])
+        except InvalidRequest:
+            return None
+    return None

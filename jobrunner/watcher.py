@@ -1,0 +1,78 @@
+"""Wake-ups from the kernel: a watchdog observer on queue/ (non-recursive) that only says "look".
+
+Events are hints, never the truth: the daemon scans the directory when woken, and on a timer, because
+inotify drops events silently when its queue overflows and an observer thread can die. Opened and
+closed-without-write events (which newer watchdog emits) wake nothing: they mean no new file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+log = logging.getLogger("jobrunner.watcher")
+
+
+class _QuietStop(logging.Filter):
+    """watchdog logs an error when an event arrives while its thread is stopping; it is harmless."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
+
+_IGNORED = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE}
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _IGNORED:
+            self.wake()
+
+
+class SpoolWatcher:
+    def __init__(self, folder: Path, wake: Callable[[], None]) -> None:
+        self.folder = folder
+        self.wake = wake
+        self.observer: BaseObserver | None = None
+
+    def start(self) -> None:
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(_Wake(self.wake), str(self.folder), recursive=False)
+        observer.start()
+        self.observer = observer
+
+    @property
+    def alive(self) -> bool:
+        return self.observer is not None and self.observer.is_alive()
+
+    def ensure_alive(self) -> None:
+        """Restart a dead observer (the periodic scan covered for it meanwhile)."""
+        if not self.alive:
+            log.warning("the spool watcher was not running; restarting it")
+            self.stop()
+            try:
+                self.start()
+            except OSError as exc:
+                log.error("cannot watch %s (%s); relying on periodic scans", self.folder, exc)
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=2)
+            self.observer = None

@@ -1,0 +1,601 @@
+"""The daemon: find requests, claim them, run their handlers, and record every outcome.
+
+``Worker.process`` is a job's whole life on one screen: accept (or register the re-claim), run the
+handler under its timeout and cancellation, then complete, retry later, fail, or requeue at shutdown.
+Everything else here feeds it: the scan loop (wake-ups, periodic scans, deferred jobs coming due), the
+recovery of dead peers' claims, and the drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import status
+from .checkpoint import StepStore
+from .context import JobContext
+from .durable import AsyncWriter, GroupSync
+from .errors import (
+    DuplicateJob,
+    Interrupted,
+    InvalidRequest,
+    JobTimeout,
+    error_type,
+)
+from .handlers import Handler, load_handlers
+from .layout import Layout
+from .recovery import recover_dead_workers
+from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
+from .retry import RetryPolicy, decide, is_retryable
+from .spool import Spool, WorkerLock, new_worker_id
+from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
+from .watcher import SpoolWatcher
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("jobrunner.worker")
+
+
+@dataclass(frozen=True)
+class Settings:
+    concurrency: int = 16
+    burst: bool = False
+    drain_timeout_s: float = 30.0
+    rescan_interval_s: float = 1.0
+    settle_s: float = 2.0
+    recover_interval_s: float = 5.0
+    progress_interval_s: float = 0.5
+    cancel_poll_s: float = 0.25
+    prefetch: int = 64
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    watch: bool = True
+
+
+@dataclass(order=True)
+class Ready:
+    """A claimed, valid request waiting for a slot (highest priority, then oldest, first)."""
+
+    sort_key: tuple[int, float, int]
+    path: Path = field(compare=False)
+    request: JobRequest = field(compare=False)
+    job_id: str = field(compare=False)
+    created_at: datetime = field(compare=False)
+    previous: JobStatus | None = field(compare=False, default=None)  # set for a deferred job
+
+
+@dataclass
+class Running:
+    job_id: str
+    handler: asyncio.Task[Any] | None = None  # the handler's own task: the one a stop cancels
+    stop_reason: str | None = None  # "cancel" | "shutdown"
+
+    def stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        if self.handler is not None:
+            self.handler.cancel()
+
+
+class Job:
+    """The daemon's in-memory view of one attempt: the latest status and the writes that record it."""
+
+    def __init__(self, worker: Worker, doc: JobStatus) -> None:
+        self.worker = worker
+        self.doc = doc
+        self.path = worker.layout.status(doc.id)
+        self.lock = asyncio.Lock()
+        self.final = False
+        self.last_flush = 0.0
+        self.flush_task: asyncio.Task[None] | None = None
+
+    async def write(self, *, durable: bool) -> None:
+        async with self.lock:
+            self.doc = self.doc.model_copy(update={"updated_at": status.now()})
+            await self.worker.writer.replace(self.path, self.doc.dump(), durable=durable)
+
+    def progress(self, current: int, total: int | None) -> None:
+        self.doc = self.doc.model_copy(update={"progress": Progress.of(current, total)})
+        due = self.last_flush + self.worker.settings.progress_interval_s
+        if self.flush_task is None and not self.final:
+            delay = max(0.0, due - time.monotonic())
+            self.flush_task = asyncio.get_running_loop().create_task(self._flush_later(delay))
+
+    async def _flush_later(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if not self.final:
+                await self.write(durable=False)
+                self.last_flush = time.monotonic()
+        except OSError as exc:
+            log.warning("[%s] progress not written: %s", self.doc.id, exc)
+        finally:
+            self.flush_task = None
+
+    async def settle(self, **changes: Any) -> None:
+        """Write a state change durably; no progress write may land after it."""
+        self.final = True
+        if self.flush_task is not None:
+            self.flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.flush_task
+        self.doc = self.doc.model_copy(update=changes)
+        await self.write(durable=True)
+
+
+class Worker:
+    def __init__(self, layout: Layout, settings: Settings | None = None,
+                 handlers: dict[str, Handler] | None = None) -> None:
+        self.layout = layout
+        self.settings = settings or Settings()
+        self.handlers = handlers if handlers is not None else load_handlers()
+        self.models = {name: h.request_model for name, h in self.handlers.items()}
+        self.worker_id = new_worker_id()
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.ready: list[Ready] = []
+        self.running: dict[str, Running] = {}
+        self.backlog: list[str] = []  # names from the last scan, not yet tried
+        self.waiting_settle = False
+        self.seq = itertools.count()
+        self.next_deferred_due: float | None = 0.0
+        self.last_scan = 0.0
+        self.last_recover = 0.0
+        self._http: httpx.AsyncClient | None = None
+        self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
+
+    # ------------------------------------------------------------------ life of the daemon
+    async def run(self) -> int:
+        self.layout.ensure()
+        s = self.settings
+        self.lock = WorkerLock(self.layout, self.worker_id)
+        self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
+        self.group = GroupSync(self.layout.root)
+        self.writer = AsyncWriter(self.group, self.layout.jobs_tmp)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        watcher = SpoolWatcher(self.layout.queue, lambda: _call_soon(loop, self.wake.set))
+        if s.watch:
+            watcher.start()
+        try:
+            await self._recover()
+            await self._fill()
+            log.info("ready: worker %s on %s (concurrency %d, types: %s)", self.worker_id,
+                     self.layout.root, s.concurrency, ", ".join(sorted(self.handlers)))
+            self._start_ready()
+            cancel_poller = loop.create_task(self._poll_cancellations())
+            await self._loop(watcher)
+            cancel_poller.cancel()
+            await self._drain()
+        finally:
+            watcher.stop()
+            if self._http is not None:
+                await self._http.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self.group.close()
+            self.lock.release()
+        log.info("stopped: %s", ", ".join(f"{v} {k}" for k, v in self.stats.items()))
+        return 0
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if self.stopping.is_set():
+            log.warning("second stop signal: interrupting running jobs now")
+            self.settings = _replace(self.settings, drain_timeout_s=0.0)
+        else:
+            log.info("stopping (%s): no new jobs; running ones stop at their next step",
+                     signal.Signals(sig).name if sig else "requested")
+        self.stopping.set()
+        self.wake.set()
+
+    async def _loop(self, watcher: SpoolWatcher) -> None:
+        s = self.settings
+        while not self.stopping.is_set():
+            if s.burst and not self.running and not self.ready and not self.backlog \
+                    and not self.waiting_settle and not self._deferred_due_now():
+                return
+            timeout = s.rescan_interval_s
+            if self.next_deferred_due is not None:
+                timeout = min(timeout, max(0.0, self.next_deferred_due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
+            if s.watch and not watcher.alive:
+                watcher.ensure_alive()
+            if time.monotonic() - self.last_recover >= s.recover_interval_s:
+                await self._recover()
+            await self._fill()
+            self._start_ready()
+
+    def _deferred_due_now(self) -> bool:
+        return self.next_deferred_due is not None and self.next_deferred_due <= time.time()
+
+    async def _recover(self) -> None:
+        self.last_recover = time.monotonic()
+        try:
+            handled = await asyncio.to_thread(recover_dead_workers, self.layout, self.spool, self.settings.retry)
+        except OSError as exc:
+            log.error("recovery of stopped daemons failed: %s", exc)
+            return
+        if handled:
+            self.next_deferred_due = 0.0
+            self.last_scan = 0.0
+
+    # ------------------------------------------------------------------ finding and claiming work
+    def _room(self) -> int:
+        return self.settings.concurrency + self.settings.prefetch - len(self.running) - len(self.ready)
+
+    async def _fill(self) -> None:
+        """Top up the ready heap: deferred jobs that are due, then new files from the queue."""
+        if self.stopping.is_set():
+            return
+        try:
+            if self._room() > 0 and self._deferred_due_now():
+                await self._take_deferred()
+            if self._room() > 0:
+                await self._take_queue()
+        except OSError as exc:
+            log.error("scanning the spool failed: %s; retrying on the next scan", exc)
+
+    async def _take_deferred(self) -> None:
+        due, later = await asyncio.to_thread(self.spool.due_deferred, time.time())
+        self.next_deferred_due = later
+        taken = 0
+        for when, job_id in due:
+            if self._room() <= 0:
+                self.next_deferred_due = when
+                break
+            path = await asyncio.to_thread(self.spool.claim_deferred, job_id)
+            if path is None:
+                continue
+            try:
+                doc = status.read(self.layout.status(job_id))
+            except ValueError:
+                doc = None
+            if doc is None:
+                log.error("[%s] deferred request has no readable status; set aside", job_id)
+                self.spool.reject(path, "deferred request without a status file", error="InvalidRequest",
+                                  job_id=job_id)
+                continue
+            try:
+                request = validate(decode(path.read_bytes(), limit=self.settings.max_request_bytes),
+                                   self.models)
+            except InvalidRequest as exc:
+                await self._fail_unrunnable(path, doc, exc)
+                continue
+            heapq.heappush(self.ready, Ready((-request.priority, when, next(self.seq)), path, request,
+                                             job_id, doc.created_at, doc))
+            taken += 1
+
+    async def _take_queue(self) -> None:
+        now = time.time()
+        if not self.backlog:
+            candidates = await asyncio.to_thread(self.spool.list_queue)
+            self.last_scan = now
+            self.backlog = [c.name for c in reversed(candidates)]  # pop() takes the oldest
+        if not self.backlog:
+            self.waiting_settle = False
+            return
+        batch: list[str] = []
+        while self.backlog and len(batch) < self._room():
+            batch.append(self.backlog.pop())
+        claimed, unsettled = await asyncio.to_thread(self._claim_batch, batch, now)
+        self.waiting_settle = unsettled > 0
+        for path in claimed:
+            await self._admit(path)
+        if self.backlog or unsettled:
+            # more to take once there is room, or files still being written: look again soon
+            asyncio.get_running_loop().call_later(
+                min(self.settings.settle_s / 4, 0.25) if unsettled else 0, self.wake.set)
+
+    def _claim_batch(self, names: list[str], now: float) -> tuple[list[Path], int]:
+        claimed, unsettled = [], 0
+        for name in names:
+            if not self.spool.settled(name, now):
+                if (self.layout.queue / name).exists():
+                    unsettled += 1
+                continue
+            path = self.spool.claim(name)
+            if path is not None:
+                claimed.append(path)
+        return claimed, unsettled
+
+    async def _admit(self, path: Path) -> None:
+        """Validate a freshly claimed file; a bad one is set aside with its reason, never raised."""
+        job_id: str | None = None
+        try:
+            data, st = self.spool.read(path)
+            obj = decode(data, limit=self.settings.max_request_bytes)
+            request = validate(obj, self.models)
+            job_id = request.id or generated_id(st)
+        except InvalidRequest as exc:
+            await self._reject(path, exc)
+            return
+        created = status.now()
+        heapq.heappush(self.ready, Ready((-request.priority, st.st_mtime, next(self.seq)), path, request,
+                                         job_id, created))
+
+    async def _reject(self, path: Path, exc: InvalidRequest) -> None:
+        self.stats["rejected"] += 1
+        job_id = exc.job_id
+        log.warning("rejected %s: %s", path.name, exc)
+        if job_id is not None and not isinstance(exc, DuplicateJob):
+            # a failed status for a request whose id is known, unless that id belongs to another job
+            now = status.now()
+            doc = JobStatus(id=job_id, type=str(_peek_type(path)), status=State.FAILED, created_at=now,
+                            updated_at=now, finished_at=now, source=path.name,
+                            claim=f"{self.worker_id}/{path.name}",
+                            error=ErrorInfo(type=error_type(exc), message=str(exc), retryable=False))
+            try:
+                await self.writer.create(self.layout.status(job_id), doc.dump())
+            except OSError as err:
+                log.error("could not write the failed status of %s: %s", job_id, err)
+        try:
+            await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
+        except OSError as err:
+            log.error("could not set %s aside: %s", path.name, err)
+
+    # ------------------------------------------------------------------ running jobs
+    def _start_ready(self) -> None:
+        while self.ready and len(self.running) < self.settings.concurrency and not self.stopping.is_set():
+            item = heapq.heappop(self.ready)
+            if item.job_id in self.running:  # the same id twice in one batch: the second is a duplicate
+                asyncio.get_running_loop().create_task(self._reject(item.path, DuplicateJob(
+                    f"duplicate id {item.job_id}: a job with this id is running; this request was not run",
+                    job_id=item.job_id)))
+                continue
+            slot = Running(item.job_id)
+            self.running[item.job_id] = slot
+            asyncio.get_running_loop().create_task(self._process_guarded(item, slot))
+
+    async def _process_guarded(self, item: Ready, slot: Running) -> None:
+        try:
+            await self.process(item, slot)
+        except Exception:
+            # Not a handler error (those are recorded): the spool or disk failed under us. The claim
+            # stays in our folder and is recovered (as an interrupted attempt) by the next daemon.
+            log.exception("[%s] could not record the job's outcome; its claim is kept", item.job_id)
+        finally:
+            self.running.pop(item.job_id, None)
+            self.wake.set()
+
+    async def process(self, item: Ready, slot: Running) -> None:
+        """One attempt of one job, from acceptance to its recorded outcome."""
+        job = await self._begin(item)
+        if job is None:
+            return
+        if job.doc.status == State.PENDING:  # not_before in the future
+            await self._defer(item, job)
+            return
+        if self.layout.cancel_flag(item.job_id).exists():
+            await self._end_cancelled(item, job)
+            return
+        handler = self.handlers[item.request.type]
+        steps = StepStore(self.layout, item.job_id, self.writer)
+        ctx = JobContext(job_id=item.job_id, attempt=job.doc.attempt, max_attempts=job.doc.max_attempts,
+                         steps=steps, on_progress=job.progress, http=self.http, stopping=self.stopping)
+        log.info("[%s] started %s (attempt %d of %d)", item.job_id, item.request.type, job.doc.attempt,
+                 job.doc.max_attempts)
+        started = time.monotonic()
+        slot.handler = asyncio.get_running_loop().create_task(self._run_handler(handler, item, ctx))
+        if slot.stop_reason is not None:  # a stop came while the attempt was being registered
+            slot.handler.cancel()
+        try:
+            result = await slot.handler  # only the handler's task is ever cancelled, never this one
+        except asyncio.CancelledError:
+            if slot.stop_reason is None:
+                raise
+            await self._end_stopped(item, job, slot)
+        except Exception as exc:
+            if slot.stop_reason is not None and isinstance(exc, Interrupted):
+                await self._end_stopped(item, job, slot)  # it parked itself at a step boundary
+            else:
+                await self._end_failed(item, job, exc)
+        else:
+            await self._end_completed(item, job, result, time.monotonic() - started)
+
+    async def _run_handler(self, handler: Handler, item: Ready, ctx: JobContext) -> Any:
+        timeout_s = item.request.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await handler.run(item.request, ctx)
+        except TimeoutError:
+            if timeout_s is not None and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise JobTimeout(f"the attempt ran longer than timeout_s={timeout_s:g}") from None
+            raise
+
+    async def _begin(self, item: Ready) -> Job | None:
+        """Accept a new job (exclusively creating its status) or register a later attempt."""
+        now = status.now()
+        claim = f"{self.worker_id}/{item.path.name}"
+        req = item.request
+        if item.previous is None:
+            deferred = req.not_before is not None and req.not_before > now
+            doc = JobStatus(
+                id=item.job_id, type=req.type, status=State.PENDING if deferred else State.RUNNING,
+                attempt=0 if deferred else 1, max_attempts=req.max_attempts, priority=req.priority,
+                created_at=item.created_at, started_at=None if deferred else now, updated_at=now,
+                next_attempt_at=req.not_before if deferred else None, worker=self.worker_id,
+                claim=claim, source=item.path.name, metadata=req.metadata,
+            )
+            if not await self.writer.create(self.layout.status(item.job_id), doc.dump(), durable=False):
+                existing = None
+                with contextlib.suppress(ValueError):
+                    existing = status.read(self.layout.status(item.job_id))
+                what = f" ({existing.status}, created {status.iso(existing.created_at)})" if existing else ""
+                await self._reject(item.path, DuplicateJob(
+                    f"duplicate id {item.job_id}: the job exists already{what}; this request was not run",
+                    job_id=item.job_id))
+                return None
+            return Job(self, doc)
+        prev = item.previous
+        if prev.status.final:
+            await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+            return None
+        doc = prev.model_copy(update={
+            "status": State.RUNNING, "attempt": prev.attempt + 1, "worker": self.worker_id,
+            "claim": claim, "started_at": prev.started_at or now, "next_attempt_at": None,
+            "updated_at": now,
+        })
+        job = Job(self, doc)
+        await job.write(durable=False)
+        return job
+
+    async def _defer(self, item: Ready, job: Job) -> None:
+        due = job.doc.next_attempt_at or status.now()
+        await asyncio.to_thread(self.spool.defer, item.path, item.job_id, due)
+        self._note_deferred(due)
+        log.info("[%s] accepted; not before %s", item.job_id, status.iso(due))
+
+    def _note_deferred(self, due: datetime) -> None:
+        when = due.timestamp()
+        if self.next_deferred_due is None or when < self.next_deferred_due:
+            self.next_deferred_due = when
+
+    def _record(self, job: Job, outcome: str, at: datetime, error: ErrorInfo | None = None,
+                delay_s: float | None = None) -> list[AttemptRecord]:
+        return [*job.doc.history, AttemptRecord(
+            attempt=job.doc.attempt, worker=self.worker_id, started_at=job.doc.started_at, ended_at=at,
+            outcome=outcome, error=error, delay_s=None if delay_s is None else round(delay_s, 3))]
+
+    async def _end_completed(self, item: Ready, job: Job, result: Any, seconds: float) -> None:
+        at = status.now()
+        progress = job.doc.progress
+        if progress.total is None and progress.current == 0:
+            progress = Progress.of(1, 1)
+        await job.settle(status=State.COMPLETED, finished_at=at, error=None, progress=progress,
+                         result=dict(result) if result else None,
+                         history=self._record(job, "completed", at))
+        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        self.stats["completed"] += 1
+        log.info("[%s] completed in %.2fs", item.job_id, seconds)
+
+    async def _end_failed(self, item: Ready, job: Job, exc: Exception) -> None:
+        at = status.now()
+        info = ErrorInfo(type=error_type(exc), message=str(exc) or error_type(exc), retryable=is_retryable(exc))
+        decision = decide(exc, job.doc.attempt, job.doc.max_attempts, self.settings.retry)
+        if decision.retry:
+            due = at + timedelta(seconds=decision.delay_s)
+            await job.settle(status=State.PENDING, error=info, next_attempt_at=due,
+                             history=self._record(job, "retry", at, info, decision.delay_s))
+            await asyncio.to_thread(self.spool.defer, item.path, item.job_id, due)
+            self._note_deferred(due)
+            self.stats["retried"] += 1
+            log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", item.job_id, job.doc.attempt,
+                        info.type, info.message, decision.delay_s)
+            return
+        info = info.model_copy(update={"retryable": False}) if info.retryable else info
+        await job.settle(status=State.FAILED, error=info, finished_at=at,
+                         history=self._record(job, "failed", at, info))
+        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        self.stats["failed"] += 1
+        log.error("[%s] failed: %s: %s (%s)", item.job_id, info.type, info.message, decision.reason)
+
+    async def _end_stopped(self, item: Ready, job: Job, slot: Running) -> None:
+        if slot.stop_reason == "cancel":
+            await self._end_cancelled(item, job)
+            return
+        at = status.now()
+        info = ErrorInfo(type="Interrupted", message="the daemon stopped during the attempt; it resumes "
+                         "from its last completed step", retryable=True)
+        # a stop we asked for is not the job's fault: the attempt is given back
+        await job.settle(status=State.PENDING, error=info, next_attempt_at=at,
+                         history=self._record(job, "requeued", at, info),
+                         attempt=max(0, job.doc.attempt - 1))
+        await asyncio.to_thread(self.spool.defer, item.path, item.job_id, at)
+        log.info("[%s] requeued at shutdown", item.job_id)
+
+    async def _end_cancelled(self, item: Ready, job: Job) -> None:
+        at = status.now()
+        info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
+        await job.settle(status=State.CANCELLED, error=info, finished_at=at,
+                         history=self._record(job, "cancelled", at, info))
+        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.layout.cancel_flag(item.job_id))
+        self.stats["cancelled"] += 1
+        log.info("[%s] cancelled", item.job_id)
+
+    async def _fail_unrunnable(self, path: Path, doc: JobStatus, exc: InvalidRequest) -> None:
+        at = status.now()
+        info = ErrorInfo(type=error_type(exc), message=str(exc), retryable=False)
+        job = Job(self, doc.model_copy(update={"claim": f"{self.worker_id}/{path.name}"}))
+        await job.settle(status=State.FAILED, error=info, finished_at=at)
+        await asyncio.to_thread(self.spool.finish, path, doc.id)
+
+    async def _poll_cancellations(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll_s)
+            for job_id, slot in list(self.running.items()):
+                if slot.stop_reason is None and self.layout.cancel_flag(job_id).exists():
+                    slot.stop("cancel")
+
+    # ------------------------------------------------------------------ shutdown
+    async def _drain(self) -> None:
+        while self.ready:  # claimed but never started: back where they came from
+            item = heapq.heappop(self.ready)
+            try:
+                if item.previous is None:
+                    await asyncio.to_thread(self.spool.to_queue, item.path)
+                else:
+                    await asyncio.to_thread(self.spool.defer, item.path, item.job_id,
+                                            item.previous.next_attempt_at or status.now())
+            except OSError as exc:
+                log.error("could not return %s: %s (recovered at the next start)", item.path.name, exc)
+        if not self.running:
+            return
+        log.info("draining %d running job(s) (deadline %.0fs)", len(self.running), self.settings.drain_timeout_s)
+        for slot in self.running.values():
+            slot.stop_reason = "shutdown"  # handlers see `stopping` and park at their next step
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self.running and time.monotonic() < deadline and self.settings.drain_timeout_s > 0:
+            await asyncio.sleep(0.02)
+        for slot in list(self.running.values()):
+            slot.stop("shutdown")
+        while self.running:
+            await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------------ shared resources
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
+                                           limits=httpx.Limits(max_connections=100))
+        return self._http
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
+    """From the watcher's thread: wake the loop (dropped silently once the loop has closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn)
+
+
+def _peek_type(path: Path) -> object:
+    try:
+        obj = decode(path.read_bytes())
+    except (InvalidRequest, OSError):
+        return "unknown"
+    value = obj.get("type")
+    return value if isinstance(value, str) and len(value) <= 64 else "unknown"
+

@@ -112,7 +112,7 @@ def _count_interrupted_attempt(
             "the daemon every time ends here instead of looping.",
             retryable=False,
         )
-        history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.started_at,
+        history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.attempt_started_at,
                                      ended_at=at, outcome="interrupted", error=err))
         new = doc.model_copy(update={"status": State.FAILED, "error": err, "updated_at": at,
                                      "finished_at": at, "history": history, "next_attempt_at": None})
@@ -123,7 +123,7 @@ def _count_interrupted_attempt(
     delay = policy.backoff(attempt)
     due = at + timedelta(seconds=delay)
     err = ErrorInfo(type="Interrupted", message=message, retryable=True)
-    history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.started_at, ended_at=at,
+    history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.attempt_started_at, ended_at=at,
                                  outcome="interrupted", error=err, delay_s=round(delay, 3)))
     new = doc.model_copy(update={"status": State.PENDING, "error": err, "updated_at": at,
                                  "next_attempt_at": due, "history": history})

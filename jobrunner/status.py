@@ -87,7 +87,8 @@ class JobStatus(BaseModel):
     max_attempts: int = 4
     priority: int = 0
     created_at: datetime
-    started_at: datetime | None = None
+    started_at: datetime | None = None  # the first attempt's start
+    attempt_started_at: datetime | None = None  # the current (or last) attempt's start
     updated_at: datetime
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None

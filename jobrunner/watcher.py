@@ -1,4 +1,5 @@
-"""Wake-ups from the kernel: a watchdog observer on queue/ (non-recursive) that only says "look".
+"""Wake-ups from the kernel: a watchdog observer on queue/ and queue/.deferred/ (non-recursive) that
+only says "look".
 
 Events are hints, never the truth: the daemon scans the directory when woken, and on a timer, because
 inotify drops events silently when its queue overflows and an observer thread can die. Opened and
@@ -45,15 +46,16 @@ class _Wake(FileSystemEventHandler):
 
 
 class SpoolWatcher:
-    def __init__(self, folder: Path, wake: Callable[[], None]) -> None:
-        self.folder = folder
+    def __init__(self, folders: list[Path], wake: Callable[[], None]) -> None:
+        self.folders = folders
         self.wake = wake
         self.observer: BaseObserver | None = None
 
     def start(self) -> None:
         observer = Observer()
         observer.daemon = True
-        observer.schedule(_Wake(self.wake), str(self.folder), recursive=False)
+        for folder in self.folders:
+            observer.schedule(_Wake(self.wake), str(folder), recursive=False)
         observer.start()
         self.observer = observer
 
@@ -69,7 +71,7 @@ class SpoolWatcher:
             try:
                 self.start()
             except OSError as exc:
-                log.error("cannot watch %s (%s); relying on periodic scans", self.folder, exc)
+                log.error("cannot watch %s (%s); relying on periodic scans", self.folders, exc)
 
     def stop(self) -> None:
         if self.observer is not None:

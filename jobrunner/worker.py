@@ -150,6 +150,7 @@ class Worker:
         self.seq = itertools.count()
         self.next_deferred_due: float | None = 0.0
         self.last_scan = 0.0
+        self.last_deferred_scan = 0.0
         self.last_recover = 0.0
         self._http: httpx.AsyncClient | None = None
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
@@ -165,7 +166,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
-        watcher = SpoolWatcher(self.layout.queue, lambda: _call_soon(loop, self.wake.set))
+        watcher = SpoolWatcher([self.layout.queue, self.layout.deferred], lambda: _call_soon(loop, self.wake.set))
         if s.watch:
             watcher.start()
         try:
@@ -214,6 +215,7 @@ class Worker:
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            self.last_deferred_scan = 0.0  # woken: a client may have put a job back (retry)
             if s.watch and not watcher.alive:
                 watcher.ensure_alive()
             if time.monotonic() - self.last_recover >= s.recover_interval_s:
@@ -244,7 +246,8 @@ class Worker:
         if self.stopping.is_set():
             return
         try:
-            if self._room() > 0 and self._deferred_due_now():
+            rescan_due = time.monotonic() - self.last_deferred_scan >= self.settings.rescan_interval_s
+            if self._room() > 0 and (self._deferred_due_now() or rescan_due):
                 await self._take_deferred()
             if self._room() > 0:
                 await self._take_queue()
@@ -252,6 +255,7 @@ class Worker:
             log.error("scanning the spool failed: %s; retrying on the next scan", exc)
 
     async def _take_deferred(self) -> None:
+        self.last_deferred_scan = time.monotonic()
         due, later = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
         taken = 0
@@ -325,9 +329,11 @@ class Worker:
         except InvalidRequest as exc:
             await self._reject(path, exc)
             return
-        created = status.now()
-        heapq.heappush(self.ready, Ready((-request.priority, st.st_mtime, next(self.seq)), path, request,
-                                         job_id, created))
+        item = Ready((-request.priority, st.st_mtime, next(self.seq)), path, request, job_id, status.now())
+        if request.not_before is not None and request.not_before > item.created_at:
+            await self._accept_for_later(item)  # needs no slot: it only waits
+        else:
+            heapq.heappush(self.ready, item)
 
     async def _reject(self, path: Path, exc: InvalidRequest) -> None:
         self.stats["rejected"] += 1
@@ -428,7 +434,8 @@ class Worker:
             doc = JobStatus(
                 id=item.job_id, type=req.type, status=State.PENDING if deferred else State.RUNNING,
                 attempt=0 if deferred else 1, max_attempts=req.max_attempts, priority=req.priority,
-                created_at=item.created_at, started_at=None if deferred else now, updated_at=now,
+                created_at=item.created_at, started_at=None if deferred else now,
+                attempt_started_at=None if deferred else now, updated_at=now,
                 next_attempt_at=req.not_before if deferred else None, worker=self.worker_id,
                 claim=claim, source=item.path.name, metadata=req.metadata,
             )
@@ -448,12 +455,18 @@ class Worker:
             return None
         doc = prev.model_copy(update={
             "status": State.RUNNING, "attempt": prev.attempt + 1, "worker": self.worker_id,
-            "claim": claim, "started_at": prev.started_at or now, "next_attempt_at": None,
+            "claim": claim, "started_at": prev.started_at or now, "attempt_started_at": now,
+            "next_attempt_at": None,
             "updated_at": now,
         })
         job = Job(self, doc)
         await job.write(durable=False)
         return job
+
+    async def _accept_for_later(self, item: Ready) -> None:
+        job = await self._begin(item)
+        if job is not None:
+            await self._defer(item, job)
 
     async def _defer(self, item: Ready, job: Job) -> None:
         due = job.doc.next_attempt_at or status.now()
@@ -469,7 +482,7 @@ class Worker:
     def _record(self, job: Job, outcome: str, at: datetime, error: ErrorInfo | None = None,
                 delay_s: float | None = None) -> list[AttemptRecord]:
         return [*job.doc.history, AttemptRecord(
-            attempt=job.doc.attempt, worker=self.worker_id, started_at=job.doc.started_at, ended_at=at,
+            attempt=job.doc.attempt, worker=self.worker_id, started_at=job.doc.attempt_started_at, ended_at=at,
             outcome=outcome, error=error, delay_s=None if delay_s is None else round(delay_s, 3))]
 
     async def _end_completed(self, item: Ready, job: Job, result: Any, seconds: float) -> None:

@@ -1,0 +1,168 @@
+"""Unit tests of the pure parts: policy tables, request decoding, ids, atomic writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from jobrunner.durable import AsyncWriter, GroupSync, rename_noreplace, write_atomic
+from jobrunner.errors import Cancelled, InvalidRequest, JobTimeout, PermanentError, RetryableError
+from jobrunner.handlers import load_handlers
+from jobrunner.layout import Layout, is_spool_name, validate_id
+from jobrunner.request import decode, generated_id, validate
+from jobrunner.retry import RetryPolicy, decide
+
+POLICY = RetryPolicy(base_s=2.0, max_s=60.0, jitter=0.5)
+
+
+@pytest.mark.parametrize(
+    ("exc", "attempt", "max_attempts", "retry", "low", "high"),
+    [
+        (RetryableError("503"), 1, 4, True, 1.0, 2.0),
+        (RetryableError("503"), 2, 4, True, 2.0, 4.0),
+        (RetryableError("503"), 3, 4, True, 4.0, 8.0),
+        (RetryableError("503"), 4, 4, False, 0, 0),
+        (RetryableError("429", defer_s=300), 1, 4, True, 300, 300),
+        (RuntimeError("handler bug"), 1, 4, True, 1.0, 2.0),
+        (JobTimeout("slow"), 1, 2, True, 1.0, 2.0),
+        (PermanentError("401"), 1, 4, False, 0, 0),
+        (Cancelled(), 1, 4, False, 0, 0),
+        (RetryableError("503"), 10, 20, True, 30.0, 60.0),  # capped at max_s
+    ],
+)
+def test_retry_decision_table(exc: Exception, attempt: int, max_attempts: int, retry: bool, low: float,
+                              high: float) -> None:
+    for seed in range(20):
+        d = decide(exc, attempt, max_attempts, POLICY, random.Random(seed))
+        assert d.retry is retry
+        if retry:
+            assert low <= d.delay_s <= high
+
+
+def test_backoff_is_jittered() -> None:
+    delays = {round(POLICY.backoff(3, random.Random(seed)), 6) for seed in range(50)}
+    assert len(delays) > 40
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "", "a" * 129, ".hidden", "a/b", "x y", "é", "..",
+                                 "a.json", None, 5])
+def test_invalid_ids(bad: object) -> None:
+    with pytest.raises(InvalidRequest):
+        validate_id(bad)
+
+
+@pytest.mark.parametrize("good", ["a", "A1", "lead-batch_2026.12.03", "x" * 128])
+def test_valid_ids(good: str) -> None:
+    assert validate_id(good) == good
+
+
+@pytest.mark.parametrize(("name", "taken"), [("a.json", True), (".a.json", False), ("a.json.tmp", False),
+                                              ("a.part", False), ("a.txt", False), ("a.tmp", False)])
+def test_spool_names(name: str, taken: bool) -> None:
+    assert is_spool_name(name) is taken
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "empty file"),
+        (b"{", "invalid JSON at line 1"),
+        (b"[1, 2]", "JSON array"),
+        (b'"x"', "JSON string"),
+        (b"3", "JSON number"),
+        (b"null", "JSON null"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[" * 100_000, "nested"),
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "nested 33 levels"),
+    ],
+)
+def test_decode_errors(data: bytes, needle: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        decode(data)
+    assert needle in str(info.value)
+
+
+def test_decode_ignores_brackets_in_strings() -> None:
+    assert decode(json.dumps({"type": "noop", "note": "[" * 1000}).encode())["type"] == "noop"
+
+
+def test_decode_size_limit() -> None:
+    with pytest.raises(InvalidRequest, match="limit is 10"):
+        decode(b"{" + b" " * 20 + b"}", limit=10)
+
+
+def test_validation_names_the_field() -> None:
+    models = {n: h.request_model for n, h in load_handlers().items()}
+    with pytest.raises(InvalidRequest) as info:
+        validate({"type": "noop", "max_attempts": 0, "steps": "many", "bogus": 1}, models)
+    text = str(info.value)
+    assert "max_attempts: Input should be greater than or equal to 1 (got 0)" in text
+    assert "steps:" in text and "bogus: unknown field" in text
+    with pytest.raises(InvalidRequest, match="unknown type 'nope'; known types: .*noop"):
+        validate({"type": "nope"}, models)
+    with pytest.raises(InvalidRequest, match='missing field "type"'):
+        validate({"id": "x"}, models)
+    with pytest.raises(InvalidRequest) as info:
+        validate({"type": "noop", "id": "x", "not_before": "tomorrow"}, models)
+    assert info.value.job_id == "x"
+
+
+def test_generated_id_is_stable_and_sortable(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    a.write_text("{}")
+    first = generated_id(os.stat(a))
+    os.rename(a, tmp_path / "b")  # a claim renames the file: the id must not change
+    assert generated_id(os.stat(tmp_path / "b")) == first
+    validate_id(first)
+    os.utime(tmp_path / "b", (1e9, 1e9))
+    assert generated_id(os.stat(tmp_path / "b")) < first
+
+
+def test_write_atomic_and_exclusive(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    write_atomic(path, b"one")
+    write_atomic(path, b"two")
+    assert path.read_bytes() == b"two"
+    with pytest.raises(FileExistsError):
+        write_atomic(path, b"three", exclusive=True)
+    assert path.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp files left behind
+
+
+def test_rename_noreplace(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "b"
+    rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_text() == "a" and not (tmp_path / "a").exists()
+
+
+def test_group_sync_shares_syncs(tmp_path: Path) -> None:
+    async def main() -> tuple[int, bool, bool]:
+        group = GroupSync(tmp_path)
+        writer = AsyncWriter(group, tmp_path)
+        await asyncio.gather(*(writer.replace(tmp_path / f"f{i}", b"x") for i in range(200)))
+        made = await writer.create(tmp_path / "f0", b"y")
+        made_new = await writer.create(tmp_path / "new", b"y")
+        group.close()
+        return group.count, made, made_new
+
+    count, made, made_new = asyncio.run(main())
+    assert count < 100  # 200 writes, two syncs each if alone: shared instead
+    assert made is False and made_new is True
+    assert (tmp_path / "f0").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_layout_never_builds_a_path_from_a_bad_id(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    with pytest.raises(InvalidRequest):
+        layout.status("../../etc/passwd")
+    assert layout.status("ok").parent == tmp_path / "jobs"

@@ -81,7 +81,8 @@ class DataDir:
             out[doc["id"]] = doc
         return out
 
-    def wait_status(self, job_id: str, states: tuple[str, ...] = ("completed",), timeout: float = 20.0) -> dict[str, Any]:
+    def wait_status(self, job_id: str, states: tuple[str, ...] = ("completed",),
+                    timeout: float = 20.0) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             doc = self.status(job_id)
             return doc if doc is not None and doc["status"] in states else None

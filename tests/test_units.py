@@ -103,7 +103,7 @@ def test_validation_names_the_field() -> None:
     text = str(info.value)
     assert "max_attempts: Input should be greater than or equal to 1 (got 0)" in text
     assert "steps:" in text and "bogus: unknown field" in text
-    with pytest.raises(InvalidRequest, match="unknown type 'nope'; known types: .*noop"):
+    with pytest.raises(InvalidRequest, match=r"unknown type 'nope'; known types: .*noop"):
         validate({"type": "nope"}, models)
     with pytest.raises(InvalidRequest, match='missing field "type"'):
         validate({"id": "x"}, models)

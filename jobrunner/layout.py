@@ -5,9 +5,10 @@
     queue/.claimed/<worker>/  requests owned by the live daemon <worker>
     queue/.claimed/<worker>.lock   flock held for that daemon's whole life (the kernel drops it on death)
     queue/.deferred/<id>.json accepted jobs waiting for their next attempt (file mtime = due time)
-    queue/.rejected/<name>    requests that could not be accepted, byte for byte, + <name>.reason.json
+    queue/.rejected/<name>    requests that could not be accepted, byte for byte, + <name>.reason
+    queue/.done/<id>.json     the request of a final job (moved aside, never deleted: `retry` reuses it)
     jobs/<id>.json            the status document of job <id>
-    jobs/<id>/request.json    the job's request, once it is final
+    jobs/<id>/                that job's artifacts, made only when it has some:
     jobs/<id>/steps/<key>.json  checkpointed step results
     jobs/<id>/cancel          a cancellation request (its presence is the request)
     jobs/.tmp/                temp files for atomic status writes
@@ -93,6 +94,10 @@ class Layout:
     def rejected(self) -> Path:
         return self.queue / ".rejected"
 
+    @property
+    def done(self) -> Path:
+        return self.queue / ".done"
+
     # --- jobs ----------------------------------------------------------------------------
     @property
     def jobs(self) -> Path:
@@ -109,7 +114,8 @@ class Layout:
         return self.jobs / validate_id(job_id)
 
     def request(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "request.json"
+        """Where a final job's request is kept."""
+        return self.done / f"{validate_id(job_id)}.json"
 
     def steps(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "steps"
@@ -138,6 +144,7 @@ class Layout:
                 self.claimed,
                 self.deferred,
                 self.rejected,
+                self.done,
                 self.jobs,
                 self.jobs_tmp,
             ):

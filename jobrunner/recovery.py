@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +32,7 @@ log = logging.getLogger("jobrunner.recovery")
 
 def recover_dead_workers(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
     """Recover every dead worker's folder; returns the number of claims handled."""
+    sweep_temp(layout)
     handled = 0
     for worker, fd in dead_workers(layout, spool.worker):
         folder = layout.worker_dir(worker)
@@ -130,3 +132,23 @@ def _count_interrupted_attempt(
     status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
     spool.defer(path, doc.id, due)
     log.warning("[%s] %s; retrying in %.1fs", doc.id, message, delay)
+
+
+def sweep_temp(layout: Layout, *, older_than_s: float = 600.0) -> int:
+    """Delete temp files that writers killed mid-write left behind (a live writer renames its temp file
+    within milliseconds; a client's staged submit within seconds)."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for folder in (layout.jobs_tmp, layout.staging):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

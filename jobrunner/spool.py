@@ -7,7 +7,7 @@ A request file's place is its scheduling state:
     .claimed/<worker>/<id>.job taken back from .deferred by <worker> for a later attempt
     .deferred/<id>.json        accepted, waiting; the file's mtime is its due time (as Postfix does)
     .rejected/X                refused; X.reason beside it says why
-    jobs/<id>/request.json     the job is final
+    .done/<id>.json            the job is final (the request is kept for `retry`)
 
 Every move is a rename within one filesystem, so a file is always in exactly one place, and the rename
 that succeeds decides who owns it.
@@ -254,12 +254,11 @@ class Spool:
         return dest
 
     def finish(self, path: Path, job_id: str) -> None:
-        """The job is final: its request goes to jobs/<id>/request.json (moved, never deleted)."""
+        """The job is final: its request goes to .done/<id>.json (moved, never deleted)."""
         finish_request(self.layout, path, job_id)
 
 
 def finish_request(layout: Layout, path: Path, job_id: str) -> None:
-    layout.job_dir(job_id).mkdir(exist_ok=True)
     try:
         rename_noreplace(path, layout.request(job_id))
     except FileExistsError:

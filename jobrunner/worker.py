@@ -263,7 +263,7 @@ class Worker:
             if self._room() <= 0:
                 self.next_deferred_due = when
                 break
-            path = await asyncio.to_thread(self.spool.claim_deferred, job_id)
+            path = self.spool.claim_deferred(job_id)
             if path is None:
                 continue
             try:
@@ -451,7 +451,7 @@ class Worker:
             return Job(self, doc)
         prev = item.previous
         if prev.status.final:
-            await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+            self.spool.finish(item.path, item.job_id)
             return None
         doc = prev.model_copy(update={
             "status": State.RUNNING, "attempt": prev.attempt + 1, "worker": self.worker_id,
@@ -470,7 +470,7 @@ class Worker:
 
     async def _defer(self, item: Ready, job: Job) -> None:
         due = job.doc.next_attempt_at or status.now()
-        await asyncio.to_thread(self.spool.defer, item.path, item.job_id, due)
+        self.spool.defer(item.path, item.job_id, due)
         self._note_deferred(due)
         log.info("[%s] accepted; not before %s", item.job_id, status.iso(due))
 
@@ -493,7 +493,7 @@ class Worker:
         await job.settle(status=State.COMPLETED, finished_at=at, error=None, progress=progress,
                          result=dict(result) if result else None,
                          history=self._record(job, "completed", at))
-        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        self.spool.finish(item.path, item.job_id)
         self.stats["completed"] += 1
         log.info("[%s] completed in %.2fs", item.job_id, seconds)
 
@@ -505,7 +505,7 @@ class Worker:
             due = at + timedelta(seconds=decision.delay_s)
             await job.settle(status=State.PENDING, error=info, next_attempt_at=due,
                              history=self._record(job, "retry", at, info, decision.delay_s))
-            await asyncio.to_thread(self.spool.defer, item.path, item.job_id, due)
+            self.spool.defer(item.path, item.job_id, due)
             self._note_deferred(due)
             self.stats["retried"] += 1
             log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", item.job_id, job.doc.attempt,
@@ -514,7 +514,7 @@ class Worker:
         info = info.model_copy(update={"retryable": False}) if info.retryable else info
         await job.settle(status=State.FAILED, error=info, finished_at=at,
                          history=self._record(job, "failed", at, info))
-        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        self.spool.finish(item.path, item.job_id)
         self.stats["failed"] += 1
         log.error("[%s] failed: %s: %s (%s)", item.job_id, info.type, info.message, decision.reason)
 
@@ -529,7 +529,7 @@ class Worker:
         await job.settle(status=State.PENDING, error=info, next_attempt_at=at,
                          history=self._record(job, "requeued", at, info),
                          attempt=max(0, job.doc.attempt - 1))
-        await asyncio.to_thread(self.spool.defer, item.path, item.job_id, at)
+        self.spool.defer(item.path, item.job_id, at)
         log.info("[%s] requeued at shutdown", item.job_id)
 
     async def _end_cancelled(self, item: Ready, job: Job) -> None:
@@ -537,7 +537,7 @@ class Worker:
         info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
         await job.settle(status=State.CANCELLED, error=info, finished_at=at,
                          history=self._record(job, "cancelled", at, info))
-        await asyncio.to_thread(self.spool.finish, item.path, item.job_id)
+        self.spool.finish(item.path, item.job_id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.layout.cancel_flag(item.job_id))
         self.stats["cancelled"] += 1
@@ -548,7 +548,7 @@ class Worker:
         info = ErrorInfo(type=error_type(exc), message=str(exc), retryable=False)
         job = Job(self, doc.model_copy(update={"claim": f"{self.worker_id}/{path.name}"}))
         await job.settle(status=State.FAILED, error=info, finished_at=at)
-        await asyncio.to_thread(self.spool.finish, path, doc.id)
+        self.spool.finish(path, doc.id)
 
     async def _poll_cancellations(self) -> None:
         while True:

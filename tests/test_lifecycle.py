@@ -26,7 +26,7 @@ def test_completes_with_progress_steps_and_metadata(data: DataDir, daemons) -> N
         datetime.fromisoformat(doc[key])
     assert [h["outcome"] for h in doc["history"]] == ["completed"]
     # the request is kept with the job, and nothing is left in the spool
-    assert json.loads((data.jobs / "job-a" / "request.json").read_bytes())["id"] == "job-a"
+    assert json.loads((data.queue / ".done" / "job-a.json").read_bytes())["id"] == "job-a"
     assert not list(data.queue.glob("*.json"))
     assert not list((data.queue / ".deferred").iterdir())
 
@@ -54,7 +54,7 @@ def test_attempts_run_out(data: DataDir, daemons) -> None:
     assert doc["attempt"] == 3
     assert doc["error"]["type"] == "RetryableError" and doc["error"]["retryable"] is False
     assert [h["outcome"] for h in doc["history"]] == ["retry", "retry", "failed"]
-    assert (data.jobs / "never" / "request.json").exists()
+    assert (data.queue / ".done" / "never.json").exists()
 
 
 def test_permanent_error_fails_at_once(data: DataDir) -> None:
@@ -152,7 +152,7 @@ def test_cancel_pending_and_queued_jobs(data: DataDir, daemons) -> None:
     out = data.cli("cancel", "waiting")
     assert out.returncode == 0 and "waiting cancelled" in out.stdout
     assert data.status("waiting")["status"] == "cancelled"
-    assert (data.jobs / "waiting" / "request.json").exists()
+    assert (data.queue / ".done" / "waiting.json").exists()
     assert not (data.queue / ".deferred" / "waiting.json").exists()
     # a request still in the queue (no daemon running)
     data.drop("q.json", {"type": "noop", "id": "queued"})

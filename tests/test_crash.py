@@ -1,0 +1,87 @@
+"""kill -9 at many moments: every job still reaches a final state, no status or checkpoint file is torn,
+and no completed step runs again (the testkit's `count` job records any step body that starts after
+its checkpoint exists, in violations.log)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections import Counter
+
+from conftest import DataDir, wait_for
+
+
+def assert_nothing_torn(data: DataDir) -> None:
+    for path in data.jobs.glob("*.json"):
+        json.loads(path.read_bytes())
+    for path in data.jobs.glob("*/steps/*.json"):
+        json.loads(path.read_bytes())
+
+
+def test_kill9_at_random_moments_while_jobs_run(data: DataDir, daemons) -> None:
+    rng = random.Random(20261203)
+    jobs = [f"job{i:02d}" for i in range(40)]
+    for job in jobs[:20]:  # dropped while no daemon runs
+        data.drop(f"{job}.json", {"type": "count", "id": job, "steps": 6, "step_seconds": 0.03, "max_attempts": 50})
+    kills = 0
+    for round_ in range(12):
+        d = daemons("--concurrency", "8")
+        if round_ == 2:
+            for job in jobs[20:]:  # dropped while one runs
+                data.drop(f"{job}.json", {"type": "count", "id": job, "steps": 6, "step_seconds": 0.03,
+                                          "max_attempts": 50})
+        time.sleep(rng.uniform(0.02, 0.5))
+        d.kill()
+        kills += 1
+        assert_nothing_torn(data)
+    final = daemons("--concurrency", "8")
+    for job in jobs:
+        doc = data.wait_status(job, timeout=60)
+        assert doc["result"]["run"] + doc["result"]["reused"] == 6
+    assert final.alive
+    assert_nothing_torn(data)
+    assert data.log_lines("violations.log") == []
+    runs = Counter((x[0], x[1]) for x in data.log_lines("runs.log"))
+    assert set(runs) == {(job, f"s{i}") for job in jobs for i in range(6)}
+    # a step runs again only if a kill cut it short before its checkpoint: at most once per kill per slot
+    assert sum(n - 1 for n in runs.values()) <= kills * 8
+    interrupted = sum(h["outcome"] == "interrupted" for doc in data.statuses().values() for h in doc["history"])
+    assert interrupted >= 1  # the kills did land mid-job
+    leftover = [p for p in (data.queue / ".claimed").rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert leftover == []  # the dead daemons' claims were all recovered
+
+
+def test_kill9_while_draining_a_backlog_loses_and_duplicates_nothing(data: DataDir, daemons) -> None:
+    rng = random.Random(7)
+    n = 300
+    for i in range(n):
+        data.drop(f"r{i:03d}.json", {"type": "noop", "id": f"r{i:03d}", "max_attempts": 20})
+    for _ in range(5):
+        d = daemons("--concurrency", "32")
+        time.sleep(rng.uniform(0.05, 0.4))
+        d.kill()
+        assert_nothing_torn(data)
+    daemons("--concurrency", "32")
+    wait_for(lambda: sum(1 for doc in data.statuses().values() if doc["status"] == "completed") == n, 60,
+             "all jobs completed")
+    assert len(list((data.queue / ".done").glob("*.json"))) == n
+    assert not list(data.queue.glob("*.json"))
+    assert not list((data.queue / ".rejected").iterdir())
+    assert not list((data.queue / ".deferred").iterdir())
+
+
+def test_kill9_during_a_drain(data: DataDir, daemons) -> None:
+    d = daemons("--drain-timeout", "30")
+    data.drop("l.json", {"type": "count", "id": "slow", "steps": 5, "step_seconds": 1.0})
+    data.wait_status("slow", ("running",))
+    time.sleep(0.3)
+    d.signal(signal.SIGTERM)  # drain: waits for the step in progress...
+    time.sleep(0.2)
+    d.kill()  # ...and dies during it
+    daemons()
+    doc = data.wait_status("slow", timeout=30)
+    assert doc["result"]["run"] + doc["result"]["reused"] == 5
+    assert data.log_lines("violations.log") == []
+    assert [h["outcome"] for h in doc["history"]] == ["interrupted", "completed"]

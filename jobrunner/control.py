@@ -1,8 +1,8 @@
 """What a client does to the spool and the jobs from outside the daemon: submit, look, cancel, retry.
 
 The CLI (and later the HTTP API) call these; they never talk to a daemon, only to the files. Cancel and
-retry take a request file the way a daemon does (by rename, under a worker lock of their own), so a
-client and the daemons never both own one job, and a client killed half-way is recovered like a daemon.
+retry take a request file the way a daemon does (into .active/, flocked), so a client and the daemons
+never both own one job, and a client killed half-way is recovered like a daemon.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .errors import InvalidRequest, JobrunnerError, NotFound
 from .handlers import load_handlers
 from .layout import Layout, is_spool_name, validate_id
 from .request import JobRequest, decode, generated_id, validate
-from .spool import JOB_SUFFIX, Spool, WorkerLock, claim_id, finish_request, new_worker_id
+from .spool import Spool, WorkerLock, new_worker_id
 from .status import AttemptRecord, ErrorInfo, JobStatus, State
 
 
@@ -83,29 +83,27 @@ def latest(layout: Layout, limit: int) -> list[JobStatus]:
 
 
 def active(layout: Layout) -> tuple[list[JobStatus], int]:
-    """Pending and running jobs (newest first), found from where their requests are, not by reading
-    every status; and the number of files still in the queue, not yet taken."""
+    """Pending and running jobs (newest first), found from where their requests are (.active/ and
+    .deferred/), not by reading every status; and the number of files not yet taken from the queue."""
     ids: set[str] = set()
-    with contextlib.suppress(FileNotFoundError):
-        for worker in os.listdir(layout.claimed):
-            folder = layout.worker_dir(worker)
-            if worker.endswith(".lock") or not folder.is_dir():
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                for name in os.listdir(folder):
-                    job_id = claim_id(folder / name) or _request_id(folder / name)
-                    if job_id:
-                        ids.add(job_id)
-    with contextlib.suppress(FileNotFoundError):
-        ids.update(n[: -len(".json")] for n in os.listdir(layout.deferred) if n.endswith(".json"))
+    for folder in (layout.active, layout.deferred):
+        with contextlib.suppress(FileNotFoundError):
+            ids.update(n[: -len(".json")] for n in os.listdir(folder) if n.endswith(".json"))
     docs = []
     for job_id in ids:
         with contextlib.suppress(ValueError, OSError, InvalidRequest):
             doc = status.read(layout.status(job_id))
-            if doc is not None and not doc.status.final:
+            if doc is None:  # accepted a moment ago; its first status write is on its way
+                now = status.now()
+                doc = JobStatus(id=job_id, type="?", status=State.RUNNING, created_at=now, updated_at=now)
+            if not doc.status.final:
                 docs.append(doc)
     docs.sort(key=lambda d: d.created_at, reverse=True)
     queued = sum(1 for n in os.listdir(layout.queue) if is_spool_name(n))
+    with contextlib.suppress(FileNotFoundError):
+        for worker in os.listdir(layout.claimed):
+            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                queued += len(os.listdir(layout.worker_dir(worker)))
     return docs, queued
 
 
@@ -155,31 +153,30 @@ def cancel(layout: Layout, job_id: str) -> str:
     fsync_dir(flag.parent)
     with _acting_as_worker(layout) as spool:
         # take the request if it is waiting (deferred, or still in the queue); a daemon may win the race
-        taken: Path | None = None
-        if doc is not None:
-            taken = spool.claim_deferred(job_id)
+        claim = spool.take(layout.deferred, job_id) if doc is not None else None
         for name in queued:
-            taken = taken or spool.claim(name)
-        if taken is None:
+            if claim is None and (taken := spool.claim(name)) is not None:
+                claim = spool.accept(taken, job_id)
+                if claim is None:
+                    spool.to_queue(taken)
+        if claim is None:
             return "requested"
-        now = status.now()
-        info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
-        claim = f"{spool.worker}/{taken.name}"
-        if doc is None:
-            request = check_request(taken.read_bytes())
-            doc = JobStatus(id=job_id, type=request.type, status=State.CANCELLED, created_at=now,
-                            updated_at=now, finished_at=now, max_attempts=request.max_attempts,
-                            metadata=request.metadata, source=taken.name, claim=claim, error=info)
-            try:
-                status.save(layout.status(job_id), doc, tmp_dir=layout.jobs_tmp, exclusive=True)
-            except FileExistsError:
-                spool.to_queue(taken)  # accepted by a daemon meanwhile: give it back and ask it instead
-                return "requested"
-        else:
-            doc = doc.model_copy(update={"status": State.CANCELLED, "updated_at": now, "finished_at": now,
-                                         "error": info, "claim": claim, "next_attempt_at": None})
-            status.save(layout.status(job_id), doc, tmp_dir=layout.jobs_tmp)
-        finish_request(layout, taken, job_id)
+        try:
+            now = status.now()
+            info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
+            current = status.read(layout.status(job_id))
+            if current is None:
+                request = check_request(claim.read())
+                new = JobStatus(id=job_id, type=request.type, status=State.CANCELLED, created_at=now,
+                                updated_at=now, finished_at=now, max_attempts=request.max_attempts,
+                                metadata=request.metadata, claim=claim.token, error=info)
+            else:
+                new = current.model_copy(update={"status": State.CANCELLED, "updated_at": now, "finished_at": now,
+                                                 "error": info, "claim": claim.token, "next_attempt_at": None})
+            status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
+            claim.finish()
+        finally:
+            claim.release()
         with contextlib.suppress(FileNotFoundError):
             flag.unlink()
     return "cancelled"
@@ -191,25 +188,26 @@ def retry(layout: Layout, job_id: str) -> JobStatus:
     doc = read_status(layout, job_id)
     if doc.status not in (State.FAILED, State.CANCELLED):
         raise JobrunnerError(f"job {job_id} is {doc.status}; only failed or cancelled jobs can be retried")
-    request_path = layout.request(job_id)
-    if not request_path.exists():
-        raise NotFound(f"job {job_id} has no stored request ({request_path}); submit it again")
     with contextlib.suppress(FileNotFoundError):
         layout.cancel_flag(job_id).unlink()
-    with _acting_as_worker(layout) as spool:
-        taken = spool.mine / f"{job_id}{JOB_SUFFIX}"
-        os.rename(request_path, taken)
+    spool = Spool(layout, f"cli-{new_worker_id()}")
+    claim = spool.take(layout.done, job_id)
+    if claim is None:
+        raise NotFound(f"job {job_id} has no stored request ({layout.request(job_id)}); submit it again")
+    try:
         now = status.now()
         try:
-            budget = check_request(taken.read_bytes()).max_attempts
+            budget = check_request(claim.read()).max_attempts
         except InvalidRequest:
             budget = doc.max_attempts
         history = [*doc.history, AttemptRecord(attempt=doc.attempt, outcome="retry requested", ended_at=now)]
         new = doc.model_copy(update={
             "status": State.PENDING, "updated_at": now, "finished_at": None, "next_attempt_at": now,
-            "max_attempts": doc.attempt + budget, "claim": f"{spool.worker}/{taken.name}", "history": history,
+            "max_attempts": doc.attempt + budget, "claim": claim.token, "history": history,
         })
         status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
-        spool.defer(taken, job_id, now)
+        claim.defer(now)
         fsync_dir(layout.deferred)
+    finally:
+        claim.release()
     return new

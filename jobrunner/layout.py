@@ -2,8 +2,9 @@
 
     queue/                    the spool: clients drop <name>.json here
     queue/.tmp/               staging for `jobrunner submit` (same filesystem, so rename is atomic)
-    queue/.claimed/<worker>/  requests owned by the live daemon <worker>
+    queue/.claimed/<worker>/  requests taken by the live daemon <worker>, being validated
     queue/.claimed/<worker>.lock   flock held for that daemon's whole life (the kernel drops it on death)
+    queue/.active/<id>.json   accepted requests; each flocked by the process running it
     queue/.deferred/<id>.json accepted jobs waiting for their next attempt (file mtime = due time)
     queue/.rejected/<name>    requests that could not be accepted, byte for byte, + <name>.reason
     queue/.done/<id>.json     the request of a final job (moved aside, never deleted: `retry` reuses it)
@@ -84,6 +85,13 @@ class Layout:
         return self.claimed / f"{worker}.lock"
 
     @property
+    def active(self) -> Path:
+        return self.queue / ".active"
+
+    def active_request(self, job_id: str) -> Path:
+        return self.active / f"{validate_id(job_id)}.json"
+
+    @property
     def deferred(self) -> Path:
         return self.queue / ".deferred"
 
@@ -128,9 +136,6 @@ class Layout:
     def cancel_flag(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "cancel"
 
-    def retry_flag(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "retry"
-
     def log(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "log"
 
@@ -142,6 +147,7 @@ class Layout:
                 self.queue,
                 self.staging,
                 self.claimed,
+                self.active,
                 self.deferred,
                 self.rejected,
                 self.done,

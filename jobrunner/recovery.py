@@ -1,13 +1,21 @@
-"""Bringing back the claims of a daemon that died: every one of its requests goes where it belongs.
+"""Bringing back what a dead process owned, so every accepted job still reaches a final state.
 
-A claim's fate is read from the status file, whose ``claim`` field names the spool entry the current
-attempt ran from. If the dead daemon had registered the claim:
-- final status: only the request's last move was missing; finish it;
-- running: the attempt was interrupted; it counts (so a job that kills the daemon every time runs out of
-  attempts and fails with a reason instead of looping), and the job is deferred with backoff;
-- pending: the deferral was written but the move was not; finish the move.
-If it had not, no attempt of this claim started: a client's file goes back to the queue, a `.job`
-taken from the deferred folder goes back there.
+Two kinds of leftovers:
+- A dead daemon's ``.claimed/<worker>/`` folder holds files it took but had not accepted: they go back
+  to the queue, untouched (no attempt had started).
+- An accepted request in ``.active/`` whose flock nobody holds lost its owner mid-attempt. The status
+  file's ``claim`` says whether the owner wrote it during that stay in ``.active`` (the same token):
+
+| the status                       | means                                    | so                          |
+|----------------------------------|------------------------------------------|-----------------------------|
+| final                            | only the move to .done was missing       | finish the move             |
+| this stay, pending               | a deferral was written, not its move     | finish the move to .deferred|
+| this stay, running               | attempt n was interrupted                | count it                    |
+| older, or none                   | attempt n+1 had begun, not yet written   | count it                    |
+
+Counting means: the attempt is recorded as interrupted, and the job is deferred with backoff or, if it
+was its last attempt, failed. So a job that kills the daemon every time runs out of attempts and fails
+with a reason instead of looping. Every row is idempotent: a recovery that is itself killed is redone.
 """
 
 from __future__ import annotations
@@ -17,23 +25,22 @@ import logging
 import os
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from . import status
 from .errors import InvalidRequest
-from .layout import Layout, validate_id
-from .request import decode, generated_id
+from .layout import Layout
+from .request import decode
 from .retry import RetryPolicy
-from .spool import Spool, claim_id, dead_workers, finish_request
+from .spool import ActiveClaim, Spool, dead_workers
 from .status import AttemptRecord, ErrorInfo, JobStatus, State
 
 log = logging.getLogger("jobrunner.recovery")
 
 
-def recover_dead_workers(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
-    """Recover every dead worker's folder; returns the number of claims handled."""
+def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
+    """Recover dead workers' folders and orphaned active jobs; returns how many requests were moved."""
     sweep_temp(layout)
-    handled = 0
+    moved = 0
     for worker, fd in dead_workers(layout, spool.worker):
         folder = layout.worker_dir(worker)
         try:
@@ -42,95 +49,88 @@ def recover_dead_workers(layout: Layout, spool: Spool, policy: RetryPolicy) -> i
             names = []
         for name in names:
             try:
-                recover_claim(layout, spool, policy, folder / name, worker)
-                handled += 1
+                spool.to_queue(folder / name)
+                moved += 1
             except OSError as exc:
-                log.error("could not recover %s/%s: %s (will try again)", worker, name, exc)
-        try:
+                log.error("could not return %s/%s to the queue: %s (will try again)", worker, name, exc)
+        with contextlib.suppress(FileNotFoundError):
             os.rmdir(folder)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            if fd is not None:
-                os.close(fd)
-            continue  # something is left; the next round tries again
         if fd is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(layout.worker_lock(worker))
             os.close(fd)
         if names:
-            log.info("recovered %d request(s) of stopped daemon %s", len(names), worker)
-    return handled
+            log.info("returned %d request(s) taken by stopped daemon %s to the queue", len(names), worker)
+    for claim in spool.orphans():
+        try:
+            recover_active(layout, claim, policy)
+            moved += 1
+        except (OSError, ValueError) as exc:
+            log.error("[%s] could not recover: %s (will try again)", claim.job_id, exc)
+        finally:
+            claim.release()
+    return moved
 
 
-def _job_id_of(spool: Spool, path: Path) -> str | None:
-    job_id = claim_id(path)
-    if job_id is not None:
-        return job_id
-    try:
-        data, st = spool.read(path)
-        obj = decode(data, limit=spool.max_bytes)
-        raw_id = obj.get("id")
-        return validate_id(raw_id) if raw_id is not None else generated_id(st)
-    except InvalidRequest:
-        return None
-
-
-def recover_claim(layout: Layout, spool: Spool, policy: RetryPolicy, path: Path, dead: str) -> None:
-    job_id = _job_id_of(spool, path)
-    if job_id is None:
-        spool.to_queue(path)  # never accepted; the next claimer rejects it with a reason
+def recover_active(layout: Layout, claim: ActiveClaim, policy: RetryPolicy) -> None:
+    doc = status.read(layout.status(claim.job_id))
+    if doc is not None and doc.status.final:
+        claim.finish()
         return
-    try:
-        doc = status.read(layout.status(job_id))
-    except ValueError:
-        log.error("status of %s does not parse; its request goes back to the queue", job_id)
-        doc = None
-    registered = doc is not None and doc.claim == f"{dead}/{path.name}"
+    same_stay = doc is not None and doc.claim == claim.token
+    if same_stay and doc is not None and doc.status == State.PENDING:
+        claim.defer(doc.next_attempt_at or status.now())
+        return
     if doc is None:
-        spool.to_queue(path, f"{job_id}.json" if claim_id(path) else None)
-    elif not registered and claim_id(path) is None:
-        spool.to_queue(path)  # a client's file that was never accepted (maybe a duplicate)
-    elif doc.status.final:
-        finish_request(layout, path, job_id)
-    elif registered and doc.status == State.RUNNING:
-        _count_interrupted_attempt(layout, spool, policy, path, doc, dead)
-    else:
-        due = doc.next_attempt_at or status.now()
-        spool.defer(path, job_id, due)
+        doc = _status_from_request(claim)
+    if not (same_stay and doc.status == State.RUNNING):
+        doc = doc.model_copy(update={"attempt": doc.attempt + 1, "attempt_started_at": None})
+    _count_interrupted_attempt(layout, claim, policy, doc)
 
 
-def _count_interrupted_attempt(
-    layout: Layout, spool: Spool, policy: RetryPolicy, path: Path, doc: JobStatus, dead: str
-) -> None:
+def _status_from_request(claim: ActiveClaim) -> JobStatus:
+    """A job whose first attempt died before its status was first written."""
+    now = status.now()
+    try:
+        obj = decode(claim.read())
+    except InvalidRequest:
+        obj = {}
+    meta = obj.get("metadata")
+    max_attempts = obj.get("max_attempts")
+    return JobStatus(
+        id=claim.job_id, type=str(obj.get("type", "unknown"))[:64], status=State.PENDING, created_at=now,
+        updated_at=now, metadata=meta if isinstance(meta, dict) else {},
+        max_attempts=max_attempts if isinstance(max_attempts, int) and 1 <= max_attempts <= 100 else 4,
+        priority=obj.get("priority", 0) if isinstance(obj.get("priority", 0), int) else 0,
+    )
+
+
+def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: RetryPolicy, doc: JobStatus) -> None:
     at = status.now()
     attempt = doc.attempt
-    message = f"attempt {attempt} was interrupted: the daemon running it ({dead}) died"
+    message = f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died"
     history = [*doc.history]
+    common = {"claim": claim.token, "updated_at": at, "attempt": attempt}
     if attempt >= doc.max_attempts:
-        err = ErrorInfo(
-            type="Interrupted",
-            message=f"{message}; no attempts left ({attempt} of {doc.max_attempts}). A job that stops "
-            "the daemon every time ends here instead of looping.",
-            retryable=False,
-        )
-        history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.attempt_started_at,
+        err = ErrorInfo(type="Interrupted", retryable=False, message=f"{message}; no attempts left ({attempt} "
+                        f"of {doc.max_attempts}). A job that stops the daemon every time ends here, not in a loop.")
+        history.append(AttemptRecord(attempt=attempt, worker=doc.worker, started_at=doc.attempt_started_at,
                                      ended_at=at, outcome="interrupted", error=err))
-        new = doc.model_copy(update={"status": State.FAILED, "error": err, "updated_at": at,
-                                     "finished_at": at, "history": history, "next_attempt_at": None})
+        new = doc.model_copy(update={**common, "status": State.FAILED, "error": err, "finished_at": at,
+                                     "history": history, "next_attempt_at": None})
         status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
-        finish_request(layout, path, doc.id)
+        claim.finish()
         log.warning("[%s] failed: %s", doc.id, err.message)
         return
     delay = policy.backoff(attempt)
     due = at + timedelta(seconds=delay)
     err = ErrorInfo(type="Interrupted", message=message, retryable=True)
-    history.append(AttemptRecord(attempt=attempt, worker=dead, started_at=doc.attempt_started_at, ended_at=at,
-                                 outcome="interrupted", error=err, delay_s=round(delay, 3)))
-    new = doc.model_copy(update={"status": State.PENDING, "error": err, "updated_at": at,
-                                 "next_attempt_at": due, "history": history})
+    history.append(AttemptRecord(attempt=attempt, worker=doc.worker, started_at=doc.attempt_started_at,
+                                 ended_at=at, outcome="interrupted", error=err, delay_s=round(delay, 3)))
+    new = doc.model_copy(update={**common, "status": State.PENDING, "error": err, "next_attempt_at": due,
+                                 "history": history})
     status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
-    spool.defer(path, doc.id, due)
+    claim.defer(due)
     log.warning("[%s] %s; retrying in %.1fs", doc.id, message, delay)
 
 

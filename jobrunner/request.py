@@ -81,7 +81,7 @@ def decode(data: bytes, *, limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
         text = text[1:]
     depth = _max_depth(text)
     if depth > MAX_DEPTH:
-        raise InvalidRequest(f"JSON nested {depth} levels deep; the limit is {MAX_DEPTH}")
+        raise InvalidRequest(f"JSON nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -90,6 +90,14 @@ def decode(data: bytes, *, limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
         ) from None
     except RecursionError:  # pragma: no cover - _max_depth rejects these first
         raise InvalidRequest("JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InvalidRequest(f"invalid JSON: {str(exc).split(';')[0]}; send very long numbers as strings") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "the request contains a lone surrogate escape (\\udXXX), which is not Unicode text; remove it"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidRequest(
             f"the request is a JSON {_json_kind(value)}; it must be a JSON object with a \"type\" field"
@@ -97,7 +105,8 @@ def decode(data: bytes, *, limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
     return value
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# possessive, and ending at the end of text too: linear time even on an unterminated string of escapes
+_STRING = re.compile(r'"(?:[^"\\]|\\.?)*+(?:"|\Z)', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 

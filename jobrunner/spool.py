@@ -3,14 +3,16 @@
 A request file's place is its scheduling state:
 
     queue/X                    dropped by a client, not yet taken
-    .claimed/<worker>/X        taken by <worker>: being validated, or running its first attempt
-    .claimed/<worker>/<id>.job taken back from .deferred by <worker> for a later attempt
+    .claimed/<worker>/X        taken by <worker>, being validated (not yet accepted)
+    .active/<id>.json          accepted and owned: its owner holds an flock on it for as long as it is here
     .deferred/<id>.json        accepted, waiting; the file's mtime is its due time (as Postfix does)
     .rejected/X                refused; X.reason beside it says why
-    .done/<id>.json            the job is final (the request is kept for `retry`)
+    .done/<id>.json            the job is final
 
 Every move is a rename within one filesystem, so a file is always in exactly one place, and the rename
-that succeeds decides who owns it.
+that succeeds decides who owns it. `.active/` is keyed by job id and entered with a no-replace rename, so
+one id is active once; its flock is released by the kernel when the owner dies, which is how a dead
+owner is told from a slow one.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from .durable import rename_noreplace, write_atomic
 from .errors import InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
-
-JOB_SUFFIX = ".job"
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,13 @@ class Spool:
         return data, st
 
     # --- where a claim goes next ---------------------------------------------------------------
-    def reject(self, path: Path, reason: str, *, error: str, job_id: str | None = None) -> Path:
+    def reject(self, path: Path, reason: str, *, error: str, job_id: str | None = None,
+               name: str | None = None) -> Path:
         """Set a claimed entry aside byte for byte, with a reason file a person can act on."""
-        dest = _unique_move(path, self.layout.rejected, path.name)
+        dest = _unique_move(path, self.layout.rejected, name or path.name)
         note = {
             "file": dest.name,
-            "original_name": path.name,
+            "original_name": name or path.name,
             "reason": reason,
             "error": error,
             "job_id": job_id,
@@ -219,12 +220,6 @@ class Spool:
     def to_queue(self, path: Path, name: str | None = None) -> Path:
         """Give a claim back to the queue (its first attempt never started)."""
         return _unique_move(path, self.layout.queue, name or path.name)
-
-    def defer(self, path: Path, job_id: str, due: datetime) -> None:
-        dest = self.layout.deferred_request(job_id)
-        os.rename(path, dest)
-        stamp = due.timestamp()
-        os.utime(dest, (stamp, stamp))
 
     def due_deferred(self, now: float) -> tuple[list[tuple[float, str]], float | None]:
         """(due time, id) of deferred jobs due by ``now``, and the earliest due time after it."""
@@ -245,24 +240,128 @@ class Spool:
         due.sort()
         return due, later
 
-    def claim_deferred(self, job_id: str) -> Path | None:
-        dest = self.mine / f"{job_id}{JOB_SUFFIX}"
+    # --- accepted jobs ---------------------------------------------------------------------------
+    def accept(self, path: Path, job_id: str) -> ActiveClaim | None:
+        """Make a validated claim the active request of ``job_id``; None if that id is active already."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            os.rename(self.layout.deferred_request(job_id), dest)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            rename_noreplace(path, self.layout.active_request(job_id))
+        except (FileExistsError, BlockingIOError):
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return ActiveClaim(self.layout, job_id, fd)
+
+    def take(self, folder: Path, job_id: str, *, due_by: float | None = None) -> ActiveClaim | None:
+        """Take ``folder/<id>.json`` (deferred, or done for a retry) into .active; None if another
+        process holds or moved it first, or (with ``due_by``) it is not due yet."""
+        path = folder / f"{job_id}.json"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        return dest
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.fstat(fd)
+            now_there = os.lstat(path)  # still the file we locked, still in that folder?
+            if (now_there.st_ino, now_there.st_dev) != (held.st_ino, held.st_dev):
+                raise FileNotFoundError
+            if due_by is not None and held.st_mtime > due_by:
+                raise FileNotFoundError
+            os.rename(path, self.layout.active_request(job_id))
+        except (FileNotFoundError, BlockingIOError):
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return ActiveClaim(self.layout, job_id, fd)
 
-    def finish(self, path: Path, job_id: str) -> None:
+    def orphans(self) -> Iterator[ActiveClaim]:
+        """Active requests whose owner died: we can take their lock. Yielded locked, to be settled."""
+        try:
+            names = os.listdir(self.layout.active)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                job_id = validate_id(name[: -len(".json")])
+            except InvalidRequest:
+                continue
+            try:
+                fd = os.open(self.layout.active / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (FileNotFoundError, OSError):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # its owner lives
+            claim = ActiveClaim(self.layout, job_id, fd, new_stay=False)
+            if not claim.still_active():
+                claim.release()
+                continue
+            yield claim
+
+
+class ActiveClaim:
+    """An accepted job's request in .active/, and the open, flocked fd that says we own it.
+
+    ``token`` names this stay in .active (inode and the ctime the move into .active gave it): a status
+    written during the stay carries it as ``claim``, which is how recovery tells a status written by the
+    owner it is recovering from one written before.
+    """
+
+    def __init__(self, layout: Layout, job_id: str, fd: int, *, new_stay: bool = True) -> None:
+        self.layout = layout
+        self.job_id = job_id
+        self.fd = fd
+        if new_stay:
+            os.utime(fd)  # a fresh ctime for this stay, on any filesystem
+        st = os.fstat(fd)
+        self.token = f"{st.st_ino}:{st.st_ctime_ns}"
+        self.path = layout.active_request(job_id)
+
+    def still_active(self) -> bool:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        return f"{st.st_ino}:{st.st_ctime_ns}" == self.token
+
+    def read(self) -> bytes:
+        return os.pread(self.fd, MAX_REQUEST_BYTES + 1, 0)
+
+    def defer(self, due: datetime) -> None:
+        dest = self.layout.deferred_request(self.job_id)
+        os.rename(self.path, dest)
+        stamp = due.timestamp()
+        os.utime(dest, (stamp, stamp))
+        self.release()
+
+    def finish(self) -> None:
         """The job is final: its request goes to .done/<id>.json (moved, never deleted)."""
-        finish_request(self.layout, path, job_id)
+        try:
+            rename_noreplace(self.path, self.layout.request(self.job_id))
+        except FileExistsError:
+            os.unlink(self.path)  # a leftover of an interrupted earlier finish: the request is already there
+        self.release()
 
+    def reject(self, spool: Spool, reason: str, *, error: str, name: str) -> Path:
+        try:
+            return spool.reject(self.path, reason, error=error, job_id=self.job_id, name=name)
+        finally:
+            self.release()
 
-def finish_request(layout: Layout, path: Path, job_id: str) -> None:
-    try:
-        rename_noreplace(path, layout.request(job_id))
-    except FileExistsError:
-        os.unlink(path)  # a leftover of an interrupted earlier finish: the request is already there
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _unique_move(path: Path, folder: Path, name: str) -> Path:
@@ -295,11 +394,3 @@ def _kind(mode: int) -> str:
     return "device"
 
 
-def claim_id(path: Path) -> str | None:
-    """The job id a `.job` claim stands for (its name); None for a client's raw file."""
-    if path.name.endswith(JOB_SUFFIX):
-        try:
-            return validate_id(path.name[: -len(JOB_SUFFIX)])
-        except InvalidRequest:
-            return None
-    return None

@@ -1,7 +1,8 @@
 """The daemon: find requests, claim them, run their handlers, and record every outcome.
 
-``Worker.process`` is a job's whole life on one screen: accept (or register the re-claim), run the
-handler under its timeout and cancellation, then complete, retry later, fail, or requeue at shutdown.
+``Worker.process`` is a job's whole life on one screen: accept (or take back from the deferred queue),
+run the handler under its timeout and cancellation, then complete, retry later, fail, or requeue at
+shutdown.
 Everything else here feeds it: the scan loop (wake-ups, periodic scans, deferred jobs coming due), the
 recovery of dead peers' claims, and the drain on SIGTERM.
 """
@@ -34,10 +35,10 @@ from .errors import (
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
-from .recovery import recover_dead_workers
+from .recovery import recover
 from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
 from .retry import RetryPolicy, decide, is_retryable
-from .spool import Spool, WorkerLock, new_worker_id
+from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id
 from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
 from .watcher import SpoolWatcher
 
@@ -57,6 +58,7 @@ class Settings:
     recover_interval_s: float = 5.0
     progress_interval_s: float = 0.5
     cancel_poll_s: float = 0.25
+    running_status_delay_s: float = 0.05  # a job this quick gets one status write, not two
     prefetch: int = 64
     max_request_bytes: int = MAX_REQUEST_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -65,14 +67,15 @@ class Settings:
 
 @dataclass(order=True)
 class Ready:
-    """A claimed, valid request waiting for a slot (highest priority, then oldest, first)."""
+    """A valid request waiting for a slot (highest priority, then oldest, first): a new one still in our
+    claim folder (``path``), or a deferred one that is due (``previous`` is its status)."""
 
     sort_key: tuple[int, float, int]
-    path: Path = field(compare=False)
-    request: JobRequest = field(compare=False)
     job_id: str = field(compare=False)
+    request: JobRequest = field(compare=False)
     created_at: datetime = field(compare=False)
-    previous: JobStatus | None = field(compare=False, default=None)  # set for a deferred job
+    path: Path | None = field(compare=False, default=None)
+    previous: JobStatus | None = field(compare=False, default=None)
 
 
 @dataclass
@@ -88,11 +91,12 @@ class Running:
 
 
 class Job:
-    """The daemon's in-memory view of one attempt: the latest status and the writes that record it."""
+    """One attempt in memory: the latest status, the writes that record it, and the owned request."""
 
-    def __init__(self, worker: Worker, doc: JobStatus) -> None:
+    def __init__(self, worker: Worker, doc: JobStatus, claim: ActiveClaim) -> None:
         self.worker = worker
         self.doc = doc
+        self.claim = claim
         self.path = worker.layout.status(doc.id)
         self.lock = asyncio.Lock()
         self.final = False
@@ -106,10 +110,12 @@ class Job:
 
     def progress(self, current: int, total: int | None) -> None:
         self.doc = self.doc.model_copy(update={"progress": Progress.of(current, total)})
-        due = self.last_flush + self.worker.settings.progress_interval_s
+        self.flush_soon(self.last_flush + self.worker.settings.progress_interval_s - time.monotonic())
+
+    def flush_soon(self, delay: float) -> None:
+        """Write the status after ``delay`` unless a write is already scheduled (coalescing)."""
         if self.flush_task is None and not self.final:
-            delay = max(0.0, due - time.monotonic())
-            self.flush_task = asyncio.get_running_loop().create_task(self._flush_later(delay))
+            self.flush_task = asyncio.get_running_loop().create_task(self._flush_later(max(0.0, delay)))
 
     async def _flush_later(self, delay: float) -> None:
         try:
@@ -118,7 +124,7 @@ class Job:
                 await self.write(durable=False)
                 self.last_flush = time.monotonic()
         except OSError as exc:
-            log.warning("[%s] progress not written: %s", self.doc.id, exc)
+            log.warning("[%s] status not written: %s", self.doc.id, exc)
         finally:
             self.flush_task = None
 
@@ -144,6 +150,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.ready: list[Ready] = []
+        self.waiting_ids: set[str] = set()  # ids in `ready`
         self.running: dict[str, Running] = {}
         self.backlog: list[str] = []  # names from the last scan, not yet tried
         self.waiting_settle = False
@@ -229,7 +236,7 @@ class Worker:
     async def _recover(self) -> None:
         self.last_recover = time.monotonic()
         try:
-            handled = await asyncio.to_thread(recover_dead_workers, self.layout, self.spool, self.settings.retry)
+            handled = await asyncio.to_thread(recover, self.layout, self.spool, self.settings.retry)
         except OSError as exc:
             log.error("recovery of stopped daemons failed: %s", exc)
             return
@@ -255,35 +262,41 @@ class Worker:
             log.error("scanning the spool failed: %s; retrying on the next scan", exc)
 
     async def _take_deferred(self) -> None:
+        """Queue up deferred jobs that are due. They are taken (renamed) only when they start."""
         self.last_deferred_scan = time.monotonic()
         due, later = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
-        taken = 0
         for when, job_id in due:
+            if job_id in self.waiting_ids or job_id in self.running:
+                continue
             if self._room() <= 0:
                 self.next_deferred_due = when
                 break
-            path = self.spool.claim_deferred(job_id)
-            if path is None:
-                continue
             try:
                 doc = status.read(self.layout.status(job_id))
-            except ValueError:
-                doc = None
-            if doc is None:
-                log.error("[%s] deferred request has no readable status; set aside", job_id)
-                self.spool.reject(path, "deferred request without a status file", error="InvalidRequest",
-                                  job_id=job_id)
+                data = self.layout.deferred_request(job_id).read_bytes()
+            except FileNotFoundError:
+                continue  # taken by another daemon meanwhile
+            except ValueError as exc:
+                log.error("[%s] status does not parse (%s); left deferred", job_id, exc)
                 continue
             try:
-                request = validate(decode(path.read_bytes(), limit=self.settings.max_request_bytes),
-                                   self.models)
+                request = validate(decode(data, limit=self.settings.max_request_bytes), self.models)
             except InvalidRequest as exc:
-                await self._fail_unrunnable(path, doc, exc)
+                request = None
+                error = exc
+            if doc is None or request is None:
+                claim = self.spool.take(self.layout.deferred, job_id)
+                if claim is not None:
+                    reason = "no status file" if doc is None else f"the request is no longer valid: {error}"
+                    await self._fail_unrunnable(claim, doc, InvalidRequest(reason))
                 continue
-            heapq.heappush(self.ready, Ready((-request.priority, when, next(self.seq)), path, request,
-                                             job_id, doc.created_at, doc))
-            taken += 1
+            self._push(Ready((-request.priority, when, next(self.seq)), job_id, request, doc.created_at,
+                             previous=doc))
+
+    def _push(self, item: Ready) -> None:
+        heapq.heappush(self.ready, item)
+        self.waiting_ids.add(item.job_id)
 
     async def _take_queue(self) -> None:
         now = time.time()
@@ -320,22 +333,28 @@ class Worker:
 
     async def _admit(self, path: Path) -> None:
         """Validate a freshly claimed file; a bad one is set aside with its reason, never raised."""
-        job_id: str | None = None
         try:
+            try:
+                path.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequest("the file name is not valid UTF-8; rename it") from None
             data, st = self.spool.read(path)
-            obj = decode(data, limit=self.settings.max_request_bytes)
-            request = validate(obj, self.models)
-            job_id = request.id or generated_id(st)
+            request = validate(decode(data, limit=self.settings.max_request_bytes), self.models)
         except InvalidRequest as exc:
             await self._reject(path, exc)
             return
-        item = Ready((-request.priority, st.st_mtime, next(self.seq)), path, request, job_id, status.now())
+        except Exception as exc:  # a bug must cost one request, not the daemon
+            log.exception("unexpected error reading %s", path.name)
+            await self._reject(path, InvalidRequest(f"could not be read ({error_type(exc)}: {exc})"))
+            return
+        item = Ready((-request.priority, st.st_mtime, next(self.seq)), request.id or generated_id(st), request,
+                     status.now(), path=path)
         if request.not_before is not None and request.not_before > item.created_at:
             await self._accept_for_later(item)  # needs no slot: it only waits
         else:
-            heapq.heappush(self.ready, item)
+            self._push(item)
 
-    async def _reject(self, path: Path, exc: InvalidRequest) -> None:
+    async def _reject(self, path: Path, exc: InvalidRequest, claim: ActiveClaim | None = None) -> None:
         self.stats["rejected"] += 1
         job_id = exc.job_id
         log.warning("rejected %s: %s", path.name, exc)
@@ -344,25 +363,29 @@ class Worker:
             now = status.now()
             doc = JobStatus(id=job_id, type=str(_peek_type(path)), status=State.FAILED, created_at=now,
                             updated_at=now, finished_at=now, source=path.name,
-                            claim=f"{self.worker_id}/{path.name}",
                             error=ErrorInfo(type=error_type(exc), message=str(exc), retryable=False))
             try:
                 await self.writer.create(self.layout.status(job_id), doc.dump())
-            except OSError as err:
+            except (OSError, ValueError) as err:
                 log.error("could not write the failed status of %s: %s", job_id, err)
         try:
-            await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
-        except OSError as err:
+            if claim is not None:
+                claim.reject(self.spool, str(exc), error=error_type(exc), name=path.name)
+            else:
+                await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
+        except (OSError, ValueError) as err:
             log.error("could not set %s aside: %s", path.name, err)
 
     # ------------------------------------------------------------------ running jobs
     def _start_ready(self) -> None:
         while self.ready and len(self.running) < self.settings.concurrency and not self.stopping.is_set():
             item = heapq.heappop(self.ready)
-            if item.job_id in self.running:  # the same id twice in one batch: the second is a duplicate
-                asyncio.get_running_loop().create_task(self._reject(item.path, DuplicateJob(
-                    f"duplicate id {item.job_id}: a job with this id is running; this request was not run",
-                    job_id=item.job_id)))
+            self.waiting_ids.discard(item.job_id)
+            if item.job_id in self.running:
+                if item.path is not None:  # the same id twice in one batch: the second is a duplicate
+                    asyncio.get_running_loop().create_task(self._reject(item.path, DuplicateJob(
+                        f"duplicate id {item.job_id}: a job with this id is running; this request was not run",
+                        job_id=item.job_id)))
                 continue
             slot = Running(item.job_id)
             self.running[item.job_id] = slot
@@ -372,9 +395,9 @@ class Worker:
         try:
             await self.process(item, slot)
         except Exception:
-            # Not a handler error (those are recorded): the spool or disk failed under us. The claim
-            # stays in our folder and is recovered (as an interrupted attempt) by the next daemon.
-            log.exception("[%s] could not record the job's outcome; its claim is kept", item.job_id)
+            # Not a handler error (those are recorded): the spool or disk failed under us. The request
+            # stays where it is (and its lock is dropped below), so it is recovered, never lost.
+            log.exception("[%s] could not record the job's outcome; it will be recovered", item.job_id)
         finally:
             self.running.pop(item.job_id, None)
             self.wake.set()
@@ -384,35 +407,36 @@ class Worker:
         job = await self._begin(item)
         if job is None:
             return
-        if job.doc.status == State.PENDING:  # not_before in the future
-            await self._defer(item, job)
-            return
-        if self.layout.cancel_flag(item.job_id).exists():
-            await self._end_cancelled(item, job)
-            return
-        handler = self.handlers[item.request.type]
-        steps = StepStore(self.layout, item.job_id, self.writer)
-        ctx = JobContext(job_id=item.job_id, attempt=job.doc.attempt, max_attempts=job.doc.max_attempts,
-                         steps=steps, on_progress=job.progress, http=self.http, stopping=self.stopping)
-        log.info("[%s] started %s (attempt %d of %d)", item.job_id, item.request.type, job.doc.attempt,
-                 job.doc.max_attempts)
-        started = time.monotonic()
-        slot.handler = asyncio.get_running_loop().create_task(self._run_handler(handler, item, ctx))
-        if slot.stop_reason is not None:  # a stop came while the attempt was being registered
-            slot.handler.cancel()
         try:
-            result = await slot.handler  # only the handler's task is ever cancelled, never this one
-        except asyncio.CancelledError:
-            if slot.stop_reason is None:
-                raise
-            await self._end_stopped(item, job, slot)
-        except Exception as exc:
-            if slot.stop_reason is not None and isinstance(exc, Interrupted):
-                await self._end_stopped(item, job, slot)  # it parked itself at a step boundary
+            if self.layout.cancel_flag(item.job_id).exists():
+                await self._end_cancelled(job)
+                return
+            handler = self.handlers[item.request.type]
+            steps = StepStore(self.layout, item.job_id, self.writer)
+            ctx = JobContext(job_id=item.job_id, attempt=job.doc.attempt, max_attempts=job.doc.max_attempts,
+                             steps=steps, on_progress=job.progress, http=self.http, stopping=self.stopping)
+            log.debug("[%s] started %s (attempt %d of %d)", item.job_id, item.request.type, job.doc.attempt,
+                      job.doc.max_attempts)
+            started = time.monotonic()
+            slot.handler = asyncio.get_running_loop().create_task(self._run_handler(handler, item, ctx))
+            job.flush_soon(self.settings.running_status_delay_s)  # "running", unless it is done by then
+            if slot.stop_reason is not None:  # a stop came while the attempt was being registered
+                slot.handler.cancel()
+            try:
+                result = await slot.handler  # only the handler's task is ever cancelled, never this one
+            except asyncio.CancelledError:
+                if slot.stop_reason is None:
+                    raise
+                await self._end_stopped(job, slot)
+            except Exception as exc:
+                if slot.stop_reason is not None and isinstance(exc, Interrupted):
+                    await self._end_stopped(job, slot)  # it parked itself at a step boundary
+                else:
+                    await self._end_failed(job, exc)
             else:
-                await self._end_failed(item, job, exc)
-        else:
-            await self._end_completed(item, job, result, time.monotonic() - started)
+                await self._end_completed(job, result, time.monotonic() - started)
+        finally:
+            job.claim.release()  # after a recorded outcome the request has moved on; else it is recovered
 
     async def _run_handler(self, handler: Handler, item: Ready, ctx: JobContext) -> Any:
         timeout_s = item.request.timeout_s
@@ -425,52 +449,54 @@ class Worker:
             raise
 
     async def _begin(self, item: Ready) -> Job | None:
-        """Accept a new job (exclusively creating its status) or register a later attempt."""
+        """Own the job's request in .active/ and make the attempt's status (written soon, or at the end)."""
         now = status.now()
-        claim = f"{self.worker_id}/{item.path.name}"
         req = item.request
         if item.previous is None:
-            deferred = req.not_before is not None and req.not_before > now
-            doc = JobStatus(
-                id=item.job_id, type=req.type, status=State.PENDING if deferred else State.RUNNING,
-                attempt=0 if deferred else 1, max_attempts=req.max_attempts, priority=req.priority,
-                created_at=item.created_at, started_at=None if deferred else now,
-                attempt_started_at=None if deferred else now, updated_at=now,
-                next_attempt_at=req.not_before if deferred else None, worker=self.worker_id,
-                claim=claim, source=item.path.name, metadata=req.metadata,
-            )
-            if not await self.writer.create(self.layout.status(item.job_id), doc.dump(), durable=False):
-                existing = None
-                with contextlib.suppress(ValueError):
-                    existing = status.read(self.layout.status(item.job_id))
-                what = f" ({existing.status}, created {status.iso(existing.created_at)})" if existing else ""
+            assert item.path is not None
+            claim = self.spool.accept(item.path, item.job_id)
+            if claim is None:
                 await self._reject(item.path, DuplicateJob(
-                    f"duplicate id {item.job_id}: the job exists already{what}; this request was not run",
+                    f"duplicate id {item.job_id}: a job with this id is active; this request was not run",
                     job_id=item.job_id))
                 return None
-            return Job(self, doc)
-        prev = item.previous
-        if prev.status.final:
-            self.spool.finish(item.path, item.job_id)
+            existing = None
+            with contextlib.suppress(ValueError):
+                existing = status.read(self.layout.status(item.job_id))
+            if existing is not None:
+                await self._reject(item.path, DuplicateJob(
+                    f"duplicate id {item.job_id}: the job exists already ({existing.status}, created "
+                    f"{status.iso(existing.created_at)}); this request was not run", job_id=item.job_id), claim)
+                return None
+            doc = JobStatus(
+                id=item.job_id, type=req.type, status=State.RUNNING, attempt=1, max_attempts=req.max_attempts,
+                priority=req.priority, created_at=item.created_at, started_at=now, attempt_started_at=now,
+                updated_at=now, worker=self.worker_id, claim=claim.token, source=item.path.name,
+                metadata=req.metadata,
+            )
+            return Job(self, doc, claim)
+        claim = self.spool.take(self.layout.deferred, item.job_id, due_by=time.time())
+        if claim is None:
+            return None  # another daemon took it, or it was cancelled or rescheduled meanwhile
+        prev = status.read(self.layout.status(item.job_id)) or item.previous
+        if prev.status.final:  # cancelled while it waited
+            claim.finish()
             return None
         doc = prev.model_copy(update={
             "status": State.RUNNING, "attempt": prev.attempt + 1, "worker": self.worker_id,
-            "claim": claim, "started_at": prev.started_at or now, "attempt_started_at": now,
-            "next_attempt_at": None,
-            "updated_at": now,
+            "claim": claim.token, "started_at": prev.started_at or now, "attempt_started_at": now,
+            "next_attempt_at": None, "updated_at": now,
         })
-        job = Job(self, doc)
-        await job.write(durable=False)
-        return job
+        return Job(self, doc, claim)
 
     async def _accept_for_later(self, item: Ready) -> None:
         job = await self._begin(item)
-        if job is not None:
-            await self._defer(item, job)
-
-    async def _defer(self, item: Ready, job: Job) -> None:
-        due = job.doc.next_attempt_at or status.now()
-        self.spool.defer(item.path, item.job_id, due)
+        if job is None:
+            return
+        due = item.request.not_before or status.now()
+        await job.settle(status=State.PENDING, attempt=0, started_at=None, attempt_started_at=None,
+                         next_attempt_at=due)
+        job.claim.defer(due)
         self._note_deferred(due)
         log.info("[%s] accepted; not before %s", item.job_id, status.iso(due))
 
@@ -485,7 +511,7 @@ class Worker:
             attempt=job.doc.attempt, worker=self.worker_id, started_at=job.doc.attempt_started_at, ended_at=at,
             outcome=outcome, error=error, delay_s=None if delay_s is None else round(delay_s, 3))]
 
-    async def _end_completed(self, item: Ready, job: Job, result: Any, seconds: float) -> None:
+    async def _end_completed(self, job: Job, result: Any, seconds: float) -> None:
         at = status.now()
         progress = job.doc.progress
         if progress.total is None and progress.current == 0:
@@ -493,11 +519,11 @@ class Worker:
         await job.settle(status=State.COMPLETED, finished_at=at, error=None, progress=progress,
                          result=dict(result) if result else None,
                          history=self._record(job, "completed", at))
-        self.spool.finish(item.path, item.job_id)
+        job.claim.finish()
         self.stats["completed"] += 1
-        log.info("[%s] completed in %.2fs", item.job_id, seconds)
+        log.info("[%s] completed %s in %.2fs (attempt %d)", job.doc.id, job.doc.type, seconds, job.doc.attempt)
 
-    async def _end_failed(self, item: Ready, job: Job, exc: Exception) -> None:
+    async def _end_failed(self, job: Job, exc: Exception) -> None:
         at = status.now()
         info = ErrorInfo(type=error_type(exc), message=str(exc) or error_type(exc), retryable=is_retryable(exc))
         decision = decide(exc, job.doc.attempt, job.doc.max_attempts, self.settings.retry)
@@ -505,22 +531,22 @@ class Worker:
             due = at + timedelta(seconds=decision.delay_s)
             await job.settle(status=State.PENDING, error=info, next_attempt_at=due,
                              history=self._record(job, "retry", at, info, decision.delay_s))
-            self.spool.defer(item.path, item.job_id, due)
+            job.claim.defer(due)
             self._note_deferred(due)
             self.stats["retried"] += 1
-            log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", item.job_id, job.doc.attempt,
+            log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", job.doc.id, job.doc.attempt,
                         info.type, info.message, decision.delay_s)
             return
         info = info.model_copy(update={"retryable": False}) if info.retryable else info
         await job.settle(status=State.FAILED, error=info, finished_at=at,
                          history=self._record(job, "failed", at, info))
-        self.spool.finish(item.path, item.job_id)
+        job.claim.finish()
         self.stats["failed"] += 1
-        log.error("[%s] failed: %s: %s (%s)", item.job_id, info.type, info.message, decision.reason)
+        log.error("[%s] failed: %s: %s (%s)", job.doc.id, info.type, info.message, decision.reason)
 
-    async def _end_stopped(self, item: Ready, job: Job, slot: Running) -> None:
+    async def _end_stopped(self, job: Job, slot: Running) -> None:
         if slot.stop_reason == "cancel":
-            await self._end_cancelled(item, job)
+            await self._end_cancelled(job)
             return
         at = status.now()
         info = ErrorInfo(type="Interrupted", message="the daemon stopped during the attempt; it resumes "
@@ -529,26 +555,30 @@ class Worker:
         await job.settle(status=State.PENDING, error=info, next_attempt_at=at,
                          history=self._record(job, "requeued", at, info),
                          attempt=max(0, job.doc.attempt - 1))
-        self.spool.defer(item.path, item.job_id, at)
-        log.info("[%s] requeued at shutdown", item.job_id)
+        job.claim.defer(at)
+        log.info("[%s] requeued at shutdown", job.doc.id)
 
-    async def _end_cancelled(self, item: Ready, job: Job) -> None:
+    async def _end_cancelled(self, job: Job) -> None:
         at = status.now()
         info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
         await job.settle(status=State.CANCELLED, error=info, finished_at=at,
                          history=self._record(job, "cancelled", at, info))
-        self.spool.finish(item.path, item.job_id)
+        job.claim.finish()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.layout.cancel_flag(item.job_id))
+            os.unlink(self.layout.cancel_flag(job.doc.id))
         self.stats["cancelled"] += 1
-        log.info("[%s] cancelled", item.job_id)
+        log.info("[%s] cancelled", job.doc.id)
 
-    async def _fail_unrunnable(self, path: Path, doc: JobStatus, exc: InvalidRequest) -> None:
+    async def _fail_unrunnable(self, claim: ActiveClaim, doc: JobStatus | None, exc: InvalidRequest) -> None:
+        """A deferred job that can no longer run (its type was uninstalled, its status is gone)."""
         at = status.now()
         info = ErrorInfo(type=error_type(exc), message=str(exc), retryable=False)
-        job = Job(self, doc.model_copy(update={"claim": f"{self.worker_id}/{path.name}"}))
+        if doc is None:
+            doc = JobStatus(id=claim.job_id, type="unknown", status=State.FAILED, created_at=at, updated_at=at)
+        job = Job(self, doc.model_copy(update={"claim": claim.token}), claim)
         await job.settle(status=State.FAILED, error=info, finished_at=at)
-        self.spool.finish(path, doc.id)
+        claim.finish()
+        log.error("[%s] failed: %s", claim.job_id, exc)
 
     async def _poll_cancellations(self) -> None:
         while True:
@@ -559,16 +589,14 @@ class Worker:
 
     # ------------------------------------------------------------------ shutdown
     async def _drain(self) -> None:
-        while self.ready:  # claimed but never started: back where they came from
+        while self.ready:  # new requests claimed but never started go back to the queue
             item = heapq.heappop(self.ready)
-            try:
-                if item.previous is None:
+            if item.path is not None:
+                try:
                     await asyncio.to_thread(self.spool.to_queue, item.path)
-                else:
-                    await asyncio.to_thread(self.spool.defer, item.path, item.job_id,
-                                            item.previous.next_attempt_at or status.now())
-            except OSError as exc:
-                log.error("could not return %s: %s (recovered at the next start)", item.path.name, exc)
+                except OSError as exc:
+                    log.error("could not return %s: %s (recovered at the next start)", item.path.name, exc)
+        self.waiting_ids.clear()
         if not self.running:
             return
         log.info("draining %d running job(s) (deadline %.0fs)", len(self.running), self.settings.drain_timeout_s)
@@ -611,4 +639,3 @@ def _peek_type(path: Path) -> object:
         return "unknown"
     value = obj.get("type")
     return value if isinstance(value, str) and len(value) <= 64 else "unknown"
-

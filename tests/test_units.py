@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -78,13 +79,22 @@ def test_spool_names(name: str, taken: bool) -> None:
         (b"null", "JSON null"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b"[" * 100_000, "nested"),
-        (b'{"a":' * 40 + b"1" + b"}" * 40, "nested 33 levels"),
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
+        (b'{"n": ' + b"1" * 5000 + b"}", "send very long numbers as strings"),
+        (b'{"type": "\\ud800"}', "lone surrogate"),
     ],
 )
 def test_decode_errors(data: bytes, needle: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         decode(data)
     assert needle in str(info.value)
+
+
+def test_depth_check_is_linear_on_unterminated_escapes() -> None:
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest):
+        decode(("[" * 40 + '"' + '\\"' * 200_000).encode())
+    assert time.monotonic() - started < 2
 
 
 def test_decode_ignores_brackets_in_strings() -> None:

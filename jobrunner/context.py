@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import failpoints
 from .checkpoint import StepStore
 from .errors import Interrupted
 
@@ -81,5 +82,6 @@ class JobContext:
         result = await value if inspect.isawaitable(value) else value
         json.dumps(result)  # fail here, not at restore time, on a result that cannot be stored
         await self._steps.save(key, result)
+        failpoints.hit("step-saved")
         self.steps_run += 1
         return result

@@ -58,6 +58,9 @@ def read_status(layout: Layout, job_id: str) -> JobStatus:
     except InvalidRequest as exc:
         raise NotFound(f"no job {job_id!r}: {exc}") from None
     doc = status.read(layout.status(job_id))
+    if doc is None and layout.active_request(job_id).exists():  # accepted a moment ago
+        now = status.now()
+        return JobStatus(id=job_id, type="?", status=State.RUNNING, created_at=now, updated_at=now)
     if doc is None:
         hint = " (it is still in the queue, not yet taken by a daemon)" if _queued_ids(layout, job_id) else ""
         raise NotFound(f"no job {job_id!r}{hint}")

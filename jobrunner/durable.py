@@ -21,6 +21,8 @@ import errno
 import os
 from pathlib import Path
 
+from . import failpoints
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -151,10 +153,12 @@ class AsyncWriter:
         tmp = write_tmp(self.tmp_dir, path.name, data, fsync=False)
         try:
             await self.group.sync()
+            failpoints.hit("tmp-written")
             os.replace(tmp, path)
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        failpoints.hit("renamed")
         if durable:
             await self.group.sync()
 

@@ -26,7 +26,7 @@ import os
 import time
 from datetime import timedelta
 
-from . import status
+from . import failpoints, status
 from .errors import InvalidRequest
 from .layout import Layout
 from .request import decode
@@ -130,6 +130,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
     new = doc.model_copy(update={**common, "status": State.PENDING, "error": err, "next_attempt_at": due,
                                  "history": history})
     status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
+    failpoints.hit("recovery-counted")
     claim.defer(due)
     log.warning("[%s] %s; retrying in %.1fs", doc.id, message, delay)
 

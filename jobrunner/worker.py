@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import status
+from . import failpoints, status
 from .checkpoint import StepStore
 from .context import JobContext
 from .durable import AsyncWriter, GroupSync
@@ -137,6 +137,7 @@ class Job:
                 await self.flush_task
         self.doc = self.doc.model_copy(update=changes)
         await self.write(durable=True)
+        failpoints.hit("before-move")
 
 
 class Worker:
@@ -313,6 +314,7 @@ class Worker:
         claimed, unsettled = await asyncio.to_thread(self._claim_batch, batch, now)
         self.waiting_settle = unsettled > 0
         for path in claimed:
+            failpoints.hit("claimed")
             await self._admit(path)
         if self.backlog or unsettled:
             # more to take once there is room, or files still being written: look again soon
@@ -468,6 +470,7 @@ class Worker:
                     f"duplicate id {item.job_id}: the job exists already ({existing.status}, created "
                     f"{status.iso(existing.created_at)}); this request was not run", job_id=item.job_id), claim)
                 return None
+            failpoints.hit("accepted")
             doc = JobStatus(
                 id=item.job_id, type=req.type, status=State.RUNNING, attempt=1, max_attempts=req.max_attempts,
                 priority=req.priority, created_at=item.created_at, started_at=now, attempt_started_at=now,

@@ -172,6 +172,7 @@ def daemons(data: DataDir) -> Iterator[Callable[..., Daemon]]:
             d.kill()
 
 
-def run_burst(data: DataDir, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_burst(data: DataDir, *args: str, timeout: float = 120,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*JOBRUNNER, "run", "--burst", "--settle", "0.3", "--retry-base", "0.05", *args],
-                          env=data.env, capture_output=True, text=True, timeout=timeout)
+                          env={**data.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)

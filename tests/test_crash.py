@@ -10,7 +10,10 @@ import signal
 import time
 from collections import Counter
 
-from conftest import DataDir, wait_for
+import pytest
+from conftest import DataDir, run_burst, wait_for
+
+from jobrunner.failpoints import POINTS
 
 
 def assert_nothing_torn(data: DataDir) -> None:
@@ -85,3 +88,46 @@ def test_kill9_during_a_drain(data: DataDir, daemons) -> None:
     assert doc["result"]["run"] + doc["result"]["reused"] == 5
     assert data.log_lines("violations.log") == []
     assert [h["outcome"] for h in doc["history"]] == ["interrupted", "completed"]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill9_at_each_failpoint_then_restart(data: DataDir, point: str) -> None:
+    """Die at one exact moment (a real SIGKILL, from inside), restart, and check every invariant."""
+    for i in range(3):
+        data.drop(f"c{i}.json", {"type": "count", "id": f"c{i}", "steps": 3, "step_seconds": 0.01})
+    data.drop("f.json", {"type": "flaky", "id": "f", "fail_times": 1})  # a deferral, then a retry
+    crashed = run_burst(data, env={"JOBRUNNER_FAILPOINT": point})
+    assert crashed.returncode == -signal.SIGKILL, f"failpoint {point} was never reached: {crashed.stderr}"
+    assert_nothing_torn(data)
+    for _ in range(20):
+        assert run_burst(data, "--retry-base", "0").returncode == 0
+        docs = data.statuses()
+        if len(docs) == 4 and all(d["status"] == "completed" for d in docs.values()):
+            break
+        time.sleep(0.05)
+    docs = data.statuses()
+    assert {k: d["status"] for k, d in docs.items()} == {"c0": "completed", "c1": "completed",
+                                                          "c2": "completed", "f": "completed"}
+    for i in range(3):
+        assert docs[f"c{i}"]["result"]["run"] + docs[f"c{i}"]["result"]["reused"] == 3
+    assert data.log_lines("violations.log") == []
+    assert_nothing_torn(data)
+    for folder in ("", ".active", ".deferred"):
+        assert not list((data.queue / folder).glob("*.json")), folder
+    assert not [p for p in (data.queue / ".claimed").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in (data.queue / ".done").iterdir()) == ["c0.json", "c1.json", "c2.json", "f.json"]
+    assert data.rejected() == {}
+
+
+def test_a_recovery_killed_half_way_counts_the_attempt_once(data: DataDir) -> None:
+    data.drop("c.json", {"type": "count", "id": "c", "steps": 2})
+    assert run_burst(data, env={"JOBRUNNER_FAILPOINT": "accepted"}).returncode == -signal.SIGKILL
+    assert run_burst(data, env={"JOBRUNNER_FAILPOINT": "recovery-counted"}).returncode == -signal.SIGKILL
+    assert data.status("c")["history"][-1]["outcome"] == "interrupted"
+    for _ in range(10):
+        run_burst(data, "--retry-base", "0")
+        if data.status("c")["status"] == "completed":
+            break
+    doc = data.status("c")
+    assert doc["status"] == "completed"
+    assert [(h["attempt"], h["outcome"]) for h in doc["history"]] == [(1, "interrupted"), (2, "completed")]

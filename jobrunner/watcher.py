@@ -46,16 +46,16 @@ class _Wake(FileSystemEventHandler):
 
 
 class SpoolWatcher:
-    def __init__(self, folders: list[Path], wake: Callable[[], None]) -> None:
+    def __init__(self, folders: dict[Path, Callable[[], None]]) -> None:
+        """``folders`` maps each watched folder to what to call (from the observer's thread) on a change."""
         self.folders = folders
-        self.wake = wake
         self.observer: BaseObserver | None = None
 
     def start(self) -> None:
         observer = Observer()
         observer.daemon = True
-        for folder in self.folders:
-            observer.schedule(_Wake(self.wake), str(folder), recursive=False)
+        for folder, wake in self.folders.items():
+            observer.schedule(_Wake(wake), str(folder), recursive=False)
         observer.start()
         self.observer = observer
 
@@ -71,7 +71,7 @@ class SpoolWatcher:
             try:
                 self.start()
             except OSError as exc:
-                log.error("cannot watch %s (%s); relying on periodic scans", self.folders, exc)
+                log.error("cannot watch %s (%s); relying on periodic scans", list(self.folders), exc)
 
     def stop(self) -> None:
         if self.observer is not None:

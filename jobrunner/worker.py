@@ -156,8 +156,8 @@ class Worker:
         self.backlog: list[str] = []  # names from the last scan, not yet tried
         self.waiting_settle = False
         self.seq = itertools.count()
-        self.next_deferred_due: float | None = 0.0
-        self.last_scan = 0.0
+        self.next_deferred_due: float | None = None
+        self.deferred_changed = True  # set by the watcher too: a client may put a job back (retry)
         self.last_deferred_scan = 0.0
         self.last_recover = 0.0
         self._http: httpx.AsyncClient | None = None
@@ -174,7 +174,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
-        watcher = SpoolWatcher([self.layout.queue, self.layout.deferred], lambda: _call_soon(loop, self.wake.set))
+        watcher = SpoolWatcher({self.layout.queue: lambda: _call_soon(loop, self.wake.set),
+                                self.layout.deferred: lambda: _call_soon(loop, self._deferred_event)})
         if s.watch:
             watcher.start()
         try:
@@ -223,13 +224,16 @@ class Worker:
             self.wake.clear()
             if self.stopping.is_set():
                 return
-            self.last_deferred_scan = 0.0  # woken: a client may have put a job back (retry)
             if s.watch and not watcher.alive:
                 watcher.ensure_alive()
             if time.monotonic() - self.last_recover >= s.recover_interval_s:
                 await self._recover()
             await self._fill()
             self._start_ready()
+
+    def _deferred_event(self) -> None:
+        self.deferred_changed = True
+        self.wake.set()
 
     def _deferred_due_now(self) -> bool:
         return self.next_deferred_due is not None and self.next_deferred_due <= time.time()
@@ -242,8 +246,7 @@ class Worker:
             log.error("recovery of stopped daemons failed: %s", exc)
             return
         if handled:
-            self.next_deferred_due = 0.0
-            self.last_scan = 0.0
+            self.deferred_changed = True
 
     # ------------------------------------------------------------------ finding and claiming work
     def _room(self) -> int:
@@ -255,7 +258,7 @@ class Worker:
             return
         try:
             rescan_due = time.monotonic() - self.last_deferred_scan >= self.settings.rescan_interval_s
-            if self._room() > 0 and (self._deferred_due_now() or rescan_due):
+            if self._room() > 0 and (self._deferred_due_now() or self.deferred_changed or rescan_due):
                 await self._take_deferred()
             if self._room() > 0:
                 await self._take_queue()
@@ -265,6 +268,7 @@ class Worker:
     async def _take_deferred(self) -> None:
         """Queue up deferred jobs that are due. They are taken (renamed) only when they start."""
         self.last_deferred_scan = time.monotonic()
+        self.deferred_changed = False
         due, later = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
         for when, job_id in due:
@@ -303,7 +307,6 @@ class Worker:
         now = time.time()
         if not self.backlog:
             candidates = await asyncio.to_thread(self.spool.list_queue)
-            self.last_scan = now
             self.backlog = [c.name for c in reversed(candidates)]  # pop() takes the oldest
         if not self.backlog:
             self.waiting_settle = False

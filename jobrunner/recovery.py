@@ -27,7 +27,7 @@ import time
 from datetime import timedelta
 
 from . import failpoints, status
-from .errors import InvalidRequest
+from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
 from .request import decode
 from .retry import RetryPolicy
@@ -65,6 +65,8 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
         try:
             recover_active(layout, claim, policy)
             moved += 1
+        except DuplicateJob:
+            log.warning("[%s] a duplicate request was left in .active/; set aside", claim.job_id)
         except (OSError, ValueError) as exc:
             log.error("[%s] could not recover: %s (will try again)", claim.job_id, exc)
         finally:
@@ -74,10 +76,13 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
 
 def recover_active(layout: Layout, claim: ActiveClaim, policy: RetryPolicy) -> None:
     doc = status.read(layout.status(claim.job_id))
+    same_stay = doc is not None and doc.claim == claim.token
+    if not same_stay and claim.is_duplicate():  # a second request for the id, caught mid-rejection
+        claim.set_aside_duplicate()
+        return
     if doc is not None and doc.status.final:
         claim.finish()
         return
-    same_stay = doc is not None and doc.claim == claim.token
     if same_stay and doc is not None and doc.status == State.PENDING:
         claim.defer(doc.next_attempt_at or status.now())
         return

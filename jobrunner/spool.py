@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import status
 from .durable import rename_noreplace, write_atomic
-from .errors import InvalidRequest
+from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
 
@@ -271,8 +271,8 @@ class Spool:
                 raise FileNotFoundError
             if due_by is not None and held.st_mtime > due_by:
                 raise FileNotFoundError
-            os.rename(path, self.layout.active_request(job_id))
-        except (FileNotFoundError, BlockingIOError):
+            rename_noreplace(path, self.layout.active_request(job_id))
+        except (FileNotFoundError, FileExistsError, BlockingIOError):
             os.close(fd)
             return None
         except BaseException:
@@ -339,18 +339,33 @@ class ActiveClaim:
 
     def defer(self, due: datetime) -> None:
         dest = self.layout.deferred_request(self.job_id)
-        os.rename(self.path, dest)
+        self._move(dest)
         stamp = due.timestamp()
         os.utime(dest, (stamp, stamp))
         self.release()
 
     def finish(self) -> None:
         """The job is final: its request goes to .done/<id>.json (moved, never deleted)."""
-        try:
-            rename_noreplace(self.path, self.layout.request(self.job_id))
-        except FileExistsError:
-            os.unlink(self.path)  # a leftover of an interrupted earlier finish: the request is already there
+        self._move(self.layout.request(self.job_id))
         self.release()
+
+    def _move(self, dest: Path) -> None:
+        """Never over another request: a job's request exists once, so a file already there means ours
+        is a duplicate that a crash left in .active/; it is set aside, not lost."""
+        try:
+            rename_noreplace(self.path, dest)
+        except FileExistsError:
+            self.set_aside_duplicate()
+            raise DuplicateJob(f"duplicate id {self.job_id}: set aside") from None
+
+    def is_duplicate(self) -> bool:
+        """Whether the job's request is already kept elsewhere (so this one is a second copy)."""
+        return self.layout.deferred_request(self.job_id).exists() or self.layout.request(self.job_id).exists()
+
+    def set_aside_duplicate(self) -> None:
+        Spool(self.layout, "recovery").reject(
+            self.path, f"duplicate id {self.job_id}: the job exists already; this request was not run",
+            error="DuplicateJob", job_id=self.job_id)
 
     def reject(self, spool: Spool, reason: str, *, error: str, name: str) -> Path:
         try:

@@ -379,7 +379,10 @@ class Worker:
             else:
                 await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
         except (OSError, ValueError) as err:
-            log.error("could not set %s aside: %s", path.name, err)
+            log.error("could not set %s aside (%s); it goes back to the queue to be looked at again", path.name, err)
+            with contextlib.suppress(OSError):
+                if claim is None:
+                    self.spool.to_queue(path)
 
     # ------------------------------------------------------------------ running jobs
     def _start_ready(self) -> None:
@@ -459,6 +462,15 @@ class Worker:
         req = item.request
         if item.previous is None:
             assert item.path is not None
+            if self.layout.status(item.job_id).exists():  # the common duplicate, caught before accepting
+                existing = None
+                with contextlib.suppress(ValueError):
+                    existing = status.read(self.layout.status(item.job_id))
+                what = f" ({existing.status}, created {status.iso(existing.created_at)})" if existing else ""
+                await self._reject(item.path, DuplicateJob(
+                    f"duplicate id {item.job_id}: the job exists already{what}; this request was not run",
+                    job_id=item.job_id))
+                return None
             claim = self.spool.accept(item.path, item.job_id)
             if claim is None:
                 await self._reject(item.path, DuplicateJob(

@@ -131,3 +131,22 @@ def test_a_recovery_killed_half_way_counts_the_attempt_once(data: DataDir) -> No
     doc = data.status("c")
     assert doc["status"] == "completed"
     assert [(h["attempt"], h["outcome"]) for h in doc["history"]] == [(1, "interrupted"), (2, "completed")]
+
+
+def test_a_duplicate_left_in_active_by_a_crash_is_set_aside_not_run(data: DataDir) -> None:
+    """The window between accepting a request and noticing its id exists: a crash there leaves the
+    duplicate in .active/. Recovery must not let it replace the real job's request."""
+    later = "2099-01-01T00:00:00Z"
+    data.drop("real.json", {"type": "noop", "id": "x", "not_before": later, "metadata": {"copy": "real"}})
+    assert run_burst(data).returncode == 0
+    before = data.status("x")
+    assert before["status"] == "pending"
+    dup = json.dumps({"type": "noop", "id": "x", "metadata": {"copy": "dup"}}).encode()
+    (data.queue / ".active" / "x.json").write_bytes(dup)  # as a daemon killed in that window leaves it
+    assert run_burst(data).returncode == 0
+    assert data.status("x") == before  # the real job is untouched
+    assert json.loads((data.queue / ".deferred" / "x.json").read_bytes())["metadata"] == {"copy": "real"}
+    kept = [p for p in (data.queue / ".rejected").iterdir() if not p.name.endswith(".reason")]
+    assert [p.read_bytes() for p in kept] == [dup]
+    assert "duplicate id x" in next(iter(data.rejected().values()))["reason"]
+    assert not (data.queue / ".active" / "x.json").exists()

@@ -243,34 +243,29 @@ class Spool:
     # --- accepted jobs ---------------------------------------------------------------------------
     def accept(self, path: Path, job_id: str) -> ActiveClaim | None:
         """Make a validated claim the active request of ``job_id``; None if that id is active already."""
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            rename_noreplace(path, self.layout.active_request(job_id))
-        except (FileExistsError, BlockingIOError):
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return ActiveClaim(self.layout, job_id, fd)
+        return self._enter_active(path, job_id)
 
     def take(self, folder: Path, job_id: str, *, due_by: float | None = None) -> ActiveClaim | None:
         """Take ``folder/<id>.json`` (deferred, or done for a retry) into .active; None if another
         process holds or moved it first, or (with ``due_by``) it is not due yet."""
-        path = folder / f"{job_id}.json"
+        return self._enter_active(folder / f"{job_id}.json", job_id, shared=True, due_by=due_by)
+
+    def _enter_active(self, path: Path, job_id: str, *, shared: bool = False,
+                      due_by: float | None = None) -> ActiveClaim | None:
+        """Open and flock ``path``, then rename it into .active/ without replacing anything. In a
+        ``shared`` folder another process may race us: check that the file we locked is still there."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = os.fstat(fd)
-            now_there = os.lstat(path)  # still the file we locked, still in that folder?
-            if (now_there.st_ino, now_there.st_dev) != (held.st_ino, held.st_dev):
-                raise FileNotFoundError
-            if due_by is not None and held.st_mtime > due_by:
-                raise FileNotFoundError
+            if shared:
+                held, there = os.fstat(fd), os.lstat(path)
+                if (there.st_ino, there.st_dev) != (held.st_ino, held.st_dev):
+                    raise FileNotFoundError
+                if due_by is not None and held.st_mtime > due_by:
+                    raise FileNotFoundError
             rename_noreplace(path, self.layout.active_request(job_id))
         except (FileNotFoundError, FileExistsError, BlockingIOError):
             os.close(fd)

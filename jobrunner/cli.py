@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
-from . import control
-from .errors import ConfigError, JobrunnerError
+from .errors import ConfigError, JobrunnerError, NotFound
 from .layout import DATA_DIR_ENV, Layout
-from .status import JobStatus
+
+# Only what every command needs is imported here; pydantic and asyncio load in the commands that use
+# them, so `jobrunner --help` and `jobrunner status` start fast.
+Doc = dict[str, Any]
 
 data_dir_option = click.option(
     "--data-dir",
@@ -88,28 +90,27 @@ def run(data_dir: str | None, concurrency: int, burst: bool, drain_timeout: floa
 @click.option("--timeout", type=click.FloatRange(0), default=None, help="With --wait: give up after N seconds.")
 def submit(data_dir: str | None, request: Any, wait: bool, timeout: float | None) -> None:
     """Submit REQUEST (a JSON file, or - for stdin). Prints the job id."""
+    from . import control
+
     layout = Layout.resolve(data_dir)
     done = control.submit(layout, request.read())
     click.echo(done.job_id)
     if wait:
         doc = _wait_final(layout, done.job_id, timeout)
-        failed = doc.error is not None and doc.status != "completed"
-        click.echo(f"{doc.id} {doc.status}" + (f": {doc.error.message}" if failed and doc.error else ""), err=True)
-        sys.exit(0 if doc.status == "completed" else 1)
+        error = doc.get("error") if doc["status"] != "completed" else None
+        click.echo(f"{doc['id']} {doc['status']}" + (f": {error['message']}" if error else ""), err=True)
+        sys.exit(0 if doc["status"] == "completed" else 1)
 
 
-def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> JobStatus:
-    from .errors import NotFound
+def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> Doc:
+    from . import listing
 
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.02
     while True:
-        try:
-            doc = control.read_status(layout, job_id)
-            if doc.status.final:
-                return doc
-        except NotFound:
-            pass
+        doc = listing.read_doc(layout, job_id)
+        if doc is not None and doc.get("status") in listing.FINAL:
+            return doc
         if deadline is not None and time.monotonic() > deadline:
             raise JobrunnerError(f"job {job_id} is not final after {timeout:g}s")
         time.sleep(delay)
@@ -124,23 +125,37 @@ def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> JobStatus
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable).")
 def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, as_json: bool) -> None:
     """Show one job, the active jobs, or the latest jobs."""
+    from . import listing
+    from .layout import validate_id
+
     layout = Layout.resolve(data_dir)
     layout.check_exists()
     if job_id:
-        doc = control.read_status(layout, job_id)
+        try:
+            validate_id(job_id)
+        except JobrunnerError:
+            raise NotFound(f"no job {job_id!r}") from None
+        doc = listing.read_doc(layout, job_id)
+        if doc is None and layout.active_request(job_id).exists():
+            doc = listing._starting(job_id)
+        if doc is None:
+            from . import control
+
+            control.read_status(layout, job_id)  # raises NotFound, with a hint if it is still queued
+            raise NotFound(f"no job {job_id!r}")
         if as_json:
-            click.echo(json.dumps(doc.for_json(), indent=1))
+            click.echo(json.dumps(doc, indent=1))
         else:
             _show_one(doc)
         return
     queued = None
     if active:
-        docs, queued = control.active(layout)
+        docs, queued = listing.active(layout)
         docs = docs[:limit]
     else:
-        docs = control.latest(layout, limit)
+        docs = listing.latest(layout, limit)
     if as_json:
-        out: dict[str, Any] = {"jobs": [d.for_json() for d in docs], "count": len(docs)}
+        out: dict[str, Any] = {"jobs": docs, "count": len(docs)}
         if queued is not None:
             out["queued"] = queued
         click.echo(json.dumps(out, indent=1))
@@ -150,7 +165,12 @@ def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, a
         click.echo(f"{queued} request file(s) in the queue, not yet taken by a daemon")
 
 
-def _ago(when: datetime | None) -> str:
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _ago(value: str | None) -> str:
+    when = _when(value)
     if when is None:
         return "-"
     secs = (datetime.now(UTC) - when).total_seconds()
@@ -169,58 +189,58 @@ def _span(secs: float) -> str:
     return f"{secs / 86400:.1f}d"
 
 
-def _progress(doc: JobStatus) -> str:
-    p = doc.progress
-    if p.total:
-        return f"{p.current}/{p.total} {p.percentage:.0f}%"
-    return str(p.current) if p.current else "-"
+def _progress(doc: Doc) -> str:
+    p = doc.get("progress") or {}
+    if p.get("total"):
+        return f"{p['current']}/{p['total']} {p.get('percentage') or 0:.0f}%"
+    return str(p.get("current")) if p.get("current") else "-"
 
 
-def _table(docs: list[JobStatus]) -> None:
+def _error(doc: Doc) -> str:
+    err = doc.get("error")
+    return f"{err['type']}: {err['message']}" if err else ""
+
+
+def _table(docs: list[Doc]) -> None:
     if not docs:
         click.echo("no jobs")
         return
     rows = [("ID", "TYPE", "STATUS", "PROGRESS", "ATTEMPT", "UPDATED", "ERROR")]
     for d in docs:
-        err = "" if d.error is None else f"{d.error.type}: {d.error.message}"
-        rows.append((d.id, d.type, str(d.status), _progress(d), f"{d.attempt}/{d.max_attempts}",
-                     _ago(d.updated_at), err[:60]))
+        rows.append((d["id"], d.get("type", "?"), d["status"], _progress(d),
+                     f"{d.get('attempt')}/{d.get('max_attempts') or '-'}", _ago(d.get("updated_at")),
+                     _error(d)[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
 
 
-def _show_one(d: JobStatus) -> None:
+def _show_one(d: Doc) -> None:
     lines = [
-        ("id", d.id), ("type", d.type), ("status", str(d.status)), ("progress", _progress(d)),
-        ("attempt", f"{d.attempt} of {d.max_attempts}"),
-        ("created", f"{_iso(d.created_at)} ({_ago(d.created_at)})"),
-        ("started", _iso(d.started_at)), ("updated", _iso(d.updated_at)), ("finished", _iso(d.finished_at)),
+        ("id", d["id"]), ("type", d.get("type", "?")), ("status", d["status"]), ("progress", _progress(d)),
+        ("attempt", f"{d.get('attempt')} of {d.get('max_attempts')}"),
+        ("created", f"{d.get('created_at') or '-'} ({_ago(d.get('created_at'))})"),
+        ("started", d.get("started_at") or "-"), ("updated", d.get("updated_at") or "-"),
+        ("finished", d.get("finished_at") or "-"),
     ]
-    if d.next_attempt_at and not d.status.final:
-        lines.append(("next attempt", f"{_iso(d.next_attempt_at)} ({_ago(d.next_attempt_at)})"))
-    if d.error:
-        lines.append(("error", f"{d.error.type}: {d.error.message}" + (" (retryable)" if d.error.retryable else "")))
-    if d.result:
-        lines.append(("result", json.dumps(d.result)))
-    if d.metadata:
-        lines.append(("metadata", json.dumps(d.metadata)))
-    for h in d.history:
-        what = f"attempt {h.attempt}: {h.outcome}"
-        if h.error:
-            what += f" ({h.error.type}: {h.error.message})"
-        if h.delay_s:
-            what += f", next in {h.delay_s:g}s"
+    if d.get("next_attempt_at") and d["status"] == "pending":
+        lines.append(("next attempt", f"{d['next_attempt_at']} ({_ago(d['next_attempt_at'])})"))
+    if d.get("error"):
+        lines.append(("error", _error(d) + (" (retryable)" if d["error"].get("retryable") else "")))
+    if d.get("result"):
+        lines.append(("result", json.dumps(d["result"])))
+    if d.get("metadata"):
+        lines.append(("metadata", json.dumps(d["metadata"])))
+    for h in d.get("history") or []:
+        what = f"attempt {h['attempt']}: {h['outcome']}"
+        if h.get("error"):
+            what += f" ({h['error']['type']}: {h['error']['message']})"
+        if h.get("delay_s"):
+            what += f", next in {h['delay_s']:g}s"
         lines.append(("history", what))
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         click.echo(f"{k.ljust(width)}  {v}")
-
-
-def _iso(when: datetime | None) -> str:
-    from .status import iso
-
-    return iso(when) or "-"
 
 
 @main.command()
@@ -228,6 +248,8 @@ def _iso(when: datetime | None) -> str:
 @click.argument("job_id")
 def cancel(data_dir: str | None, job_id: str) -> None:
     """Cancel a pending or running job (completed steps and partial results are kept)."""
+    from . import control
+
     layout = Layout.resolve(data_dir)
     layout.check_exists()
     outcome = control.cancel(layout, job_id)
@@ -252,6 +274,8 @@ def cancel(data_dir: str | None, job_id: str) -> None:
 @click.argument("job_id")
 def retry(data_dir: str | None, job_id: str) -> None:
     """Run a failed or cancelled job again, reusing its completed steps."""
+    from . import control
+
     layout = Layout.resolve(data_dir)
     layout.check_exists()
     doc = control.retry(layout, job_id)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import status
+from . import index, status
 from .durable import fsync_dir, rename_noreplace, write_tmp
 from .errors import InvalidRequest, JobrunnerError, NotFound
 from .handlers import load_handlers
@@ -65,49 +65,6 @@ def read_status(layout: Layout, job_id: str) -> JobStatus:
         hint = " (it is still in the queue, not yet taken by a daemon)" if _queued_ids(layout, job_id) else ""
         raise NotFound(f"no job {job_id!r}{hint}")
     return doc
-
-
-def latest(layout: Layout, limit: int) -> list[JobStatus]:
-    """The ``limit`` most recently updated jobs, newest first."""
-    entries = []
-    with os.scandir(layout.jobs) as it:
-        for entry in it:
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                with contextlib.suppress(FileNotFoundError):
-                    entries.append((entry.stat().st_mtime_ns, entry.name))
-    entries.sort(reverse=True)
-    docs = []
-    for _, name in entries[:limit]:
-        with contextlib.suppress(ValueError, OSError):
-            doc = status.read(layout.jobs / name)
-            if doc is not None:
-                docs.append(doc)
-    return docs
-
-
-def active(layout: Layout) -> tuple[list[JobStatus], int]:
-    """Pending and running jobs (newest first), found from where their requests are (.active/ and
-    .deferred/), not by reading every status; and the number of files not yet taken from the queue."""
-    ids: set[str] = set()
-    for folder in (layout.active, layout.deferred):
-        with contextlib.suppress(FileNotFoundError):
-            ids.update(n[: -len(".json")] for n in os.listdir(folder) if n.endswith(".json"))
-    docs = []
-    for job_id in ids:
-        with contextlib.suppress(ValueError, OSError, InvalidRequest):
-            doc = status.read(layout.status(job_id))
-            if doc is None:  # accepted a moment ago; its first status write is on its way
-                now = status.now()
-                doc = JobStatus(id=job_id, type="?", status=State.RUNNING, created_at=now, updated_at=now)
-            if not doc.status.final:
-                docs.append(doc)
-    docs.sort(key=lambda d: d.created_at, reverse=True)
-    queued = sum(1 for n in os.listdir(layout.queue) if is_spool_name(n))
-    with contextlib.suppress(FileNotFoundError):
-        for worker in os.listdir(layout.claimed):
-            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-                queued += len(os.listdir(layout.worker_dir(worker)))
-    return docs, queued
 
 
 def _request_id(path: Path) -> str | None:
@@ -177,6 +134,7 @@ def cancel(layout: Layout, job_id: str) -> str:
                 new = current.model_copy(update={"status": State.CANCELLED, "updated_at": now, "finished_at": now,
                                                  "error": info, "claim": claim.token, "next_attempt_at": None})
             status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
+            index.note(layout, job_id)
             claim.finish()
         finally:
             claim.release()
@@ -209,6 +167,7 @@ def retry(layout: Layout, job_id: str) -> JobStatus:
             "max_attempts": doc.attempt + budget, "claim": claim.token, "history": history,
         })
         status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
+        index.note(layout, job_id)
         claim.defer(now)
         fsync_dir(layout.deferred)
     finally:

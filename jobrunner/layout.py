@@ -13,6 +13,7 @@
     jobs/<id>/steps/<key>.json  checkpointed step results
     jobs/<id>/cancel          a cancellation request (its presence is the request)
     jobs/.tmp/                temp files for atomic status writes
+    jobs/.recent              job ids appended at each change of state (a hint for fast listings)
 
 Nothing else in the package builds a path under the data dir by hand.
 """
@@ -110,6 +111,10 @@ class Layout:
     @property
     def jobs(self) -> Path:
         return self.root / "jobs"
+
+    @property
+    def recent(self) -> Path:
+        return self.jobs / ".recent"
 
     @property
     def jobs_tmp(self) -> Path:

@@ -26,7 +26,7 @@ import os
 import time
 from datetime import timedelta
 
-from . import failpoints, status
+from . import failpoints, index, status
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
 from .request import decode
@@ -124,6 +124,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
         new = doc.model_copy(update={**common, "status": State.FAILED, "error": err, "finished_at": at,
                                      "history": history, "next_attempt_at": None})
         status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
+        index.note(layout, doc.id)
         claim.finish()
         log.warning("[%s] failed: %s", doc.id, err.message)
         return
@@ -135,6 +136,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
     new = doc.model_copy(update={**common, "status": State.PENDING, "error": err, "next_attempt_at": due,
                                  "history": history})
     status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
+    index.note(layout, doc.id)
     failpoints.hit("recovery-counted")
     claim.defer(due)
     log.warning("[%s] %s; retrying in %.1fs", doc.id, message, delay)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import failpoints, status
+from . import failpoints, index, status
 from .checkpoint import StepStore
 from .context import JobContext
 from .durable import AsyncWriter, GroupSync
@@ -137,6 +137,7 @@ class Job:
                 await self.flush_task
         self.doc = self.doc.model_copy(update=changes)
         await self.write(durable=True)
+        index.note(self.worker.layout, self.doc.id)
         failpoints.hit("before-move")
 
 
@@ -370,7 +371,8 @@ class Worker:
                             updated_at=now, finished_at=now, source=path.name,
                             error=ErrorInfo(type=error_type(exc), message=str(exc), retryable=False))
             try:
-                await self.writer.create(self.layout.status(job_id), doc.dump())
+                if await self.writer.create(self.layout.status(job_id), doc.dump()):
+                    index.note(self.layout, job_id)
             except (OSError, ValueError) as err:
                 log.error("could not write the failed status of %s: %s", job_id, err)
         try:

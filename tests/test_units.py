@@ -176,3 +176,22 @@ def test_layout_never_builds_a_path_from_a_bad_id(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest):
         layout.status("../../etc/passwd")
     assert layout.status("ok").parent == tmp_path / "jobs"
+
+
+def test_recent_index_tail(tmp_path: Path) -> None:
+    from jobrunner import index
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    assert index.recent(layout, 5) is None
+    for i in range(20_000):  # longer than one read chunk, with repeats
+        index.note(layout, f"job{i % 7000:05d}")
+    with open(layout.recent, "ab") as f:
+        f.write(b"job-torn-by-a-cra")  # a crash mid-append leaves no newline...
+    index.note(layout, "last")  # ...and the next record still stands on a line of its own
+    got = index.recent(layout, 4)
+    assert got == ["last", "job-torn-by-a-cra", "job05999", "job05998"]  # the torn one names no job: skipped
+    assert len(index.recent(layout, 7000) or []) == 7000
+    with open(layout.recent, "ab") as f:
+        f.write(b"../../etc/passwd\n")
+    assert "../../etc/passwd" not in (index.recent(layout, 10) or [])

@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,7 +203,7 @@ class Worker:
     def request_stop(self, sig: int | None = None) -> None:
         if self.stopping.is_set():
             log.warning("second stop signal: interrupting running jobs now")
-            self.settings = _replace(self.settings, drain_timeout_s=0.0)
+            self.settings = replace(self.settings, drain_timeout_s=0.0)
         else:
             log.info("stopping (%s): no new jobs; running ones stop at their next step",
                      signal.Signals(sig).name if sig else "requested")
@@ -638,12 +638,6 @@ class Worker:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
                                            limits=httpx.Limits(max_connections=100))
         return self._http
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:

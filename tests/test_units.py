@@ -195,3 +195,29 @@ def test_recent_index_tail(tmp_path: Path) -> None:
     with open(layout.recent, "ab") as f:
         f.write(b"../../etc/passwd\n")
     assert "../../etc/passwd" not in (index.recent(layout, 10) or [])
+
+
+def test_watcher_does_not_hold_events_behind_a_claim(tmp_path: Path) -> None:
+    """A claim renames a file out of the spool (a moved-from that never pairs). watchdog would hold it
+    for 0.5 s, and every later event behind it; a drop right after a claim must still wake at once."""
+    import threading
+
+    from jobrunner.watcher import SpoolWatcher
+
+    spool, elsewhere = tmp_path / "queue", tmp_path / "claimed"
+    spool.mkdir()
+    elsewhere.mkdir()
+    (spool / "old.json").write_text("{}")
+    (tmp_path / "new.json").write_text("{}")
+    woken = threading.Event()
+    watcher = SpoolWatcher({spool: woken.set})
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        os.rename(spool / "old.json", elsewhere / "old.json")  # the claim
+        os.rename(tmp_path / "new.json", spool / "new.json")  # the next drop, right behind it
+        assert woken.wait(2)
+        assert time.monotonic() - started < 0.25  # with the hold, nothing wakes for 0.5 s
+    finally:
+        watcher.stop()

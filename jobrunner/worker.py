@@ -101,7 +101,8 @@ class Job:
         self.lock = asyncio.Lock()
         self.final = False
         self.last_flush = 0.0
-        self.flush_task: asyncio.Task[None] | None = None
+        self.flush_timer: asyncio.TimerHandle | None = None  # a write is due (cheap to make and cancel)
+        self.flush_task: asyncio.Task[None] | None = None  # a write is under way
 
     async def write(self, *, durable: bool) -> None:
         async with self.lock:
@@ -113,16 +114,19 @@ class Job:
         self.flush_soon(self.last_flush + self.worker.settings.progress_interval_s - time.monotonic())
 
     def flush_soon(self, delay: float) -> None:
-        """Write the status after ``delay`` unless a write is already scheduled (coalescing)."""
-        if self.flush_task is None and not self.final:
-            self.flush_task = asyncio.get_running_loop().create_task(self._flush_later(max(0.0, delay)))
+        """Write the status after ``delay`` unless a write is already due or under way (coalescing)."""
+        if self.flush_timer is None and self.flush_task is None and not self.final:
+            self.flush_timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._flush_now)
 
-    async def _flush_later(self, delay: float) -> None:
+    def _flush_now(self) -> None:
+        self.flush_timer = None
+        if not self.final:
+            self.flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
         try:
-            await asyncio.sleep(delay)
-            if not self.final:
-                await self.write(durable=False)
-                self.last_flush = time.monotonic()
+            await self.write(durable=False)
+            self.last_flush = time.monotonic()
         except OSError as exc:
             log.warning("[%s] status not written: %s", self.doc.id, exc)
         finally:
@@ -131,9 +135,11 @@ class Job:
     async def settle(self, **changes: Any) -> None:
         """Write a state change durably; no progress write may land after it."""
         self.final = True
-        if self.flush_task is not None:
-            self.flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        if self.flush_task is not None:  # let a write under way finish; ours replaces it
+            with contextlib.suppress(OSError):
                 await self.flush_task
         self.doc = self.doc.model_copy(update=changes)
         await self.write(durable=True)

@@ -7,7 +7,6 @@ Exit codes: 0 ok; 1 a job failed (`submit --wait`) or an operation was refused; 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from datetime import UTC, datetime
@@ -70,6 +69,7 @@ def run(data_dir: str | None, concurrency: int, burst: bool, drain_timeout: floa
         rescan: float, retry_base: float, retry_max: float, log_level: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
+    import logging
 
     from .retry import RetryPolicy
     from .worker import Settings, Worker

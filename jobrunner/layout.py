@@ -20,7 +20,6 @@ Nothing else in the package builds a path under the data dir by hand.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -135,6 +134,8 @@ class Layout:
 
     def step(self, job_id: str, key: str) -> Path:
         # Step keys are the handler's, not the client's; hashing keeps any key a safe file name.
+        import hashlib  # here, not at the top: `jobrunner status` never needs it
+
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.steps(job_id) / f"{digest}.json"
 

@@ -24,7 +24,6 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,12 +32,6 @@ from .durable import rename_noreplace, write_atomic
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
-
-
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    mtime: float
 
 
 def new_worker_id() -> str:
@@ -111,20 +104,21 @@ class Spool:
         self.mine = layout.worker_dir(worker)
 
     # --- finding work -------------------------------------------------------------------------
-    def list_queue(self) -> list[Candidate]:
-        """Files a client has dropped, oldest first."""
-        found = []
+    def list_queue(self) -> list[str]:
+        """Names of the files clients have dropped, oldest first (100,000 take a fraction of a second:
+        this runs before the daemon reports ready)."""
+        found: list[tuple[int, str]] = []
         with os.scandir(self.layout.queue) as it:
             for entry in it:
-                if not is_spool_name(entry.name):
+                name = entry.name
+                if not is_spool_name(name):
                     continue
                 try:
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    found.append((entry.stat(follow_symlinks=False).st_mtime_ns, name))
                 except FileNotFoundError:
                     continue
-                found.append(Candidate(entry.name, mtime))
-        found.sort(key=lambda c: (c.mtime, c.name))
-        return found
+        found.sort()
+        return [name for _, name in found]
 
     def settled(self, name: str, now: float) -> bool:
         """Whether queue/<name> may be taken now. A file a client may still be writing in place is

@@ -313,8 +313,9 @@ class Worker:
     async def _take_queue(self) -> None:
         now = time.time()
         if not self.backlog:
-            candidates = await asyncio.to_thread(self.spool.list_queue)
-            self.backlog = [c.name for c in reversed(candidates)]  # pop() takes the oldest
+            names = await asyncio.to_thread(self.spool.list_queue)
+            names.reverse()  # pop() takes the oldest
+            self.backlog = names
         if not self.backlog:
             self.waiting_settle = False
             return

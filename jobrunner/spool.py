@@ -253,7 +253,12 @@ class Spool:
         except FileNotFoundError:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if shared:
+                    raise  # another process is taking it: not ours
+                raise InvalidRequest("another process holds a lock on the file; drop a file and let it go") from None
             if shared:
                 held, there = os.fstat(fd), os.lstat(path)
                 if (there.st_ino, there.st_dev) != (held.st_ino, held.st_dev):

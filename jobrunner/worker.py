@@ -480,7 +480,11 @@ class Worker:
                     f"duplicate id {item.job_id}: the job exists already{what}; this request was not run",
                     job_id=item.job_id))
                 return None
-            claim = self.spool.accept(item.path, item.job_id)
+            try:
+                claim = self.spool.accept(item.path, item.job_id)
+            except InvalidRequest as exc:
+                await self._reject(item.path, exc)
+                return None
             if claim is None:
                 await self._reject(item.path, DuplicateJob(
                     f"duplicate id {item.job_id}: a job with this id is active; this request was not run",

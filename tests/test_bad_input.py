@@ -672,3 +672,21 @@ def test_unterminated_string_of_escapes_does_not_stall_the_daemon(data: DataDir,
     assert_actionable(note["reason"], "json")
     assert (rejected_dir(data) / "stall.json").read_bytes() == body
     assert_still_works(data, daemon, "after-stall")
+
+
+def test_a_file_its_client_keeps_locked_is_rejected_not_taken_for_a_duplicate(data: DataDir) -> None:
+    import fcntl
+
+    staged = data.root / "locked.json"
+    staged.write_bytes(b'{"type": "noop", "id": "locked"}')
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held by "the client" across the drop
+        os.rename(staged, data.queue / "locked.json")
+        out = run_burst(data)
+        assert out.returncode == 0, out.stderr
+    finally:
+        os.close(fd)
+    reason = data.rejected()["locked.json"]["reason"]
+    assert "another process holds a lock on the file" in reason
+    assert (data.queue / ".rejected" / "locked.json").read_bytes() == b'{"type": "noop", "id": "locked"}'

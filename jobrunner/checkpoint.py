@@ -37,10 +37,4 @@ class StepStore:
             self._made_dir = True
         await self.writer.replace(self.layout.step(self.job_id, key), data, durable=True)
 
-    def count(self) -> int:
-        try:
-            return sum(1 for name in self.layout.steps(self.job_id).iterdir() if name.suffix == ".json")
-        except FileNotFoundError:
-            return 0
-
     MISSING = _MISSING

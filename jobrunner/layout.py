@@ -142,9 +142,6 @@ class Layout:
     def cancel_flag(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "cancel"
 
-    def log(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "log"
-
     # --- set-up ----------------------------------------------------------------------------
     def ensure(self) -> None:
         """Create the directories (idempotent). A data dir that cannot be made is a ConfigError."""

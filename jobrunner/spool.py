@@ -211,9 +211,9 @@ class Spool:
         write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
         return dest
 
-    def to_queue(self, path: Path, name: str | None = None) -> Path:
-        """Give a claim back to the queue (its first attempt never started)."""
-        return _unique_move(path, self.layout.queue, name or path.name)
+    def to_queue(self, path: Path) -> Path:
+        """Give a claim back to the queue (it was never accepted)."""
+        return _unique_move(path, self.layout.queue, path.name)
 
     def due_deferred(self, now: float) -> tuple[list[tuple[float, str]], float | None]:
         """(due time, id) of deferred jobs due by ``now``, and the earliest due time after it."""

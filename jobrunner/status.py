@@ -6,12 +6,10 @@ atomically (see ``durable``); readers therefore see one complete version or the 
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -108,9 +106,6 @@ class JobStatus(BaseModel):
     def parse(cls, data: bytes) -> JobStatus:
         return cls.model_validate_json(data)
 
-    def for_json(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.dump())
-        return parsed
 
 
 def read(path: os.PathLike[str] | str) -> JobStatus | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,10 @@ def retry(layout: Layout, job_id: str) -> JobStatus:
         layout.cancel_flag(job_id).unlink()
     spool = Spool(layout, f"cli-{new_worker_id()}")
     claim = spool.take(layout.done, job_id)
+    deadline = time.monotonic() + 5
+    while claim is None and layout.active_request(job_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # its daemon wrote the final status and is moving the request to .done/ now
+        claim = spool.take(layout.done, job_id)
     if claim is None:
         raise NotFound(f"job {job_id} has no stored request ({layout.request(job_id)}); submit it again")
     try:

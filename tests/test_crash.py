@@ -69,7 +69,8 @@ def test_kill9_while_draining_a_backlog_loses_and_duplicates_nothing(data: DataD
     daemons("--concurrency", "32")
     wait_for(lambda: sum(1 for doc in data.statuses().values() if doc["status"] == "completed") == n, 60,
              "all jobs completed")
-    assert len(list((data.queue / ".done").glob("*.json"))) == n
+    # each request moves to .done/ just after its final status is durable
+    wait_for(lambda: len(list((data.queue / ".done").glob("*.json"))) == n, 10, "every request in .done/")
     assert not list(data.queue.glob("*.json"))
     assert not list((data.queue / ".rejected").iterdir())
     assert not list((data.queue / ".deferred").iterdir())

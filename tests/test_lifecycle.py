@@ -25,8 +25,11 @@ def test_completes_with_progress_steps_and_metadata(data: DataDir, daemons) -> N
         assert doc[key].endswith("Z")
         datetime.fromisoformat(doc[key])
     assert [h["outcome"] for h in doc["history"]] == ["completed"]
-    # the request is kept with the job, and nothing is left in the spool
-    assert json.loads((data.queue / ".done" / "job-a.json").read_bytes())["id"] == "job-a"
+    # the request is kept with the job (moved there just after the final status is durable)...
+    done = data.queue / ".done" / "job-a.json"
+    wait_for(done.exists, 5, "the request moved to .done/")
+    assert json.loads(done.read_bytes())["id"] == "job-a"
+    # ...and nothing is left in the spool
     assert not list(data.queue.glob("*.json"))
     assert not list((data.queue / ".deferred").iterdir())
 
@@ -54,7 +57,7 @@ def test_attempts_run_out(data: DataDir, daemons) -> None:
     assert doc["attempt"] == 3
     assert doc["error"]["type"] == "RetryableError" and doc["error"]["retryable"] is False
     assert [h["outcome"] for h in doc["history"]] == ["retry", "retry", "failed"]
-    assert (data.queue / ".done" / "never.json").exists()
+    wait_for((data.queue / ".done" / "never.json").exists, 5, "the request moved to .done/")
 
 
 def test_permanent_error_fails_at_once(data: DataDir) -> None:

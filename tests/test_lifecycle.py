@@ -75,7 +75,7 @@ def test_retry_after_becomes_a_deferral_not_a_sleep(data: DataDir, daemons) -> N
     doc = data.wait_status("later", ("pending",))
     assert doc["attempt"] == 1 and doc["next_attempt_at"]
     due = datetime.fromisoformat(doc["next_attempt_at"])
-    assert (data.queue / ".deferred" / "later.json").exists()
+    wait_for((data.queue / ".deferred" / "later.json").exists, 5, "the request moved to .deferred/")
     # the daemon is free meanwhile: another job runs at once
     data.drop("n.json", {"type": "noop", "id": "meanwhile"})
     data.wait_status("meanwhile", timeout=1.2)

@@ -137,7 +137,7 @@ def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, a
             raise NotFound(f"no job {job_id!r}") from None
         doc = listing.read_doc(layout, job_id)
         if doc is None and layout.active_request(job_id).exists():
-            doc = listing._starting(job_id)
+            doc = listing.starting(job_id)
         if doc is None:
             from . import control
 

@@ -28,7 +28,7 @@ def read_doc(layout: Layout, job_id: str) -> Doc | None:
     return doc
 
 
-def _starting(job_id: str) -> Doc:
+def starting(job_id: str) -> Doc:
     """A job accepted a moment ago whose first status write is on its way."""
     return {"id": job_id, "type": "?", "status": "running", "progress": {"current": 0, "total": None,
             "percentage": None}, "attempt": 1, "max_attempts": None, "updated_at": None, "error": None}
@@ -46,7 +46,7 @@ def active(layout: Layout) -> tuple[list[Doc], int]:
     """Pending and running jobs, newest first; and how many files wait in the queue, not yet accepted."""
     docs = []
     for job_id in active_ids(layout):
-        doc = read_doc(layout, job_id) or _starting(job_id)
+        doc = read_doc(layout, job_id) or starting(job_id)
         if doc.get("status") not in FINAL:
             docs.append(doc)
     docs.sort(key=lambda d: d.get("created_at") or "~", reverse=True)

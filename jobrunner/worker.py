@@ -471,14 +471,8 @@ class Worker:
         req = item.request
         if item.previous is None:
             assert item.path is not None
-            if self.layout.status(item.job_id).exists():  # the common duplicate, caught before accepting
-                existing = None
-                with contextlib.suppress(ValueError):
-                    existing = status.read(self.layout.status(item.job_id))
-                what = f" ({existing.status}, created {status.iso(existing.created_at)})" if existing else ""
-                await self._reject(item.path, DuplicateJob(
-                    f"duplicate id {item.job_id}: the job exists already{what}; this request was not run",
-                    job_id=item.job_id))
+            if (dup := self._existing(item.job_id)) is not None:  # the common duplicate, before accepting
+                await self._reject(item.path, dup)
                 return None
             try:
                 claim = self.spool.accept(item.path, item.job_id)
@@ -490,13 +484,8 @@ class Worker:
                     f"duplicate id {item.job_id}: a job with this id is active; this request was not run",
                     job_id=item.job_id))
                 return None
-            existing = None
-            with contextlib.suppress(ValueError):
-                existing = status.read(self.layout.status(item.job_id))
-            if existing is not None:
-                await self._reject(item.path, DuplicateJob(
-                    f"duplicate id {item.job_id}: the job exists already ({existing.status}, created "
-                    f"{status.iso(existing.created_at)}); this request was not run", job_id=item.job_id), claim)
+            if (dup := self._existing(item.job_id)) is not None:  # created while we were accepting
+                await self._reject(item.path, dup, claim)
                 return None
             failpoints.hit("accepted")
             doc = JobStatus(
@@ -519,6 +508,18 @@ class Worker:
             "next_attempt_at": None, "updated_at": now,
         })
         return Job(self, doc, claim)
+
+    def _existing(self, job_id: str) -> DuplicateJob | None:
+        """The error for a request whose id has a status file already (readable or not), else None."""
+        path = self.layout.status(job_id)
+        if not path.exists():
+            return None
+        existing = None
+        with contextlib.suppress(ValueError, OSError):
+            existing = status.read(path)
+        what = f" ({existing.status}, created {status.iso(existing.created_at)})" if existing else ""
+        return DuplicateJob(f"duplicate id {job_id}: the job exists already{what}; this request was not run",
+                            job_id=job_id)
 
     async def _accept_for_later(self, item: Ready) -> None:
         job = await self._begin(item)

@@ -8,14 +8,14 @@ import json
 from typing import Any
 
 from . import status
-from .durable import AsyncWriter
+from .durable import Committer
 from .layout import Layout
 
 _MISSING = object()
 
 
 class StepStore:
-    def __init__(self, layout: Layout, job_id: str, writer: AsyncWriter) -> None:
+    def __init__(self, layout: Layout, job_id: str, writer: Committer) -> None:
         self.layout = layout
         self.job_id = job_id
         self.writer = writer

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import ConfigError, InvalidRequest
@@ -66,15 +67,15 @@ class Layout:
         return cls(Path(chosen).absolute())
 
     # --- the spool -------------------------------------------------------------------------
-    @property
+    @cached_property
     def queue(self) -> Path:
         return self.root / "queue"
 
-    @property
+    @cached_property
     def staging(self) -> Path:
         return self.queue / ".tmp"
 
-    @property
+    @cached_property
     def claimed(self) -> Path:
         return self.queue / ".claimed"
 
@@ -84,38 +85,38 @@ class Layout:
     def worker_lock(self, worker: str) -> Path:
         return self.claimed / f"{worker}.lock"
 
-    @property
+    @cached_property
     def active(self) -> Path:
         return self.queue / ".active"
 
     def active_request(self, job_id: str) -> Path:
         return self.active / f"{validate_id(job_id)}.json"
 
-    @property
+    @cached_property
     def deferred(self) -> Path:
         return self.queue / ".deferred"
 
     def deferred_request(self, job_id: str) -> Path:
         return self.deferred / f"{job_id}.json"
 
-    @property
+    @cached_property
     def rejected(self) -> Path:
         return self.queue / ".rejected"
 
-    @property
+    @cached_property
     def done(self) -> Path:
         return self.queue / ".done"
 
     # --- jobs ----------------------------------------------------------------------------
-    @property
+    @cached_property
     def jobs(self) -> Path:
         return self.root / "jobs"
 
-    @property
+    @cached_property
     def recent(self) -> Path:
         return self.jobs / ".recent"
 
-    @property
+    @cached_property
     def jobs_tmp(self) -> Path:
         return self.jobs / ".tmp"
 

@@ -25,7 +25,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 
 def _no_move_hold() -> None:
@@ -64,15 +64,32 @@ class SpoolWatcher:
         """``folders`` maps each watched folder to what to call (from the observer's thread) on a change."""
         self.folders = folders
         self.observer: BaseObserver | None = None
+        self.watches: dict[Path, ObservedWatch] = {}
+        self.paused: set[Path] = set()
 
     def start(self) -> None:
         _no_move_hold()
         observer = Observer()
         observer.daemon = True
-        for folder, wake in self.folders.items():
-            observer.schedule(_Wake(wake), str(folder), recursive=False)
+        self.watches = {folder: observer.schedule(_Wake(wake), str(folder), recursive=False)
+                        for folder, wake in self.folders.items() if folder not in self.paused}
         observer.start()
         self.observer = observer
+
+    def pause(self, folder: Path) -> None:
+        """Stop watching ``folder`` (blocking: call it from a thread). A daemon with a backlog of files
+        to take has no use for a wake-up per file, and each one costs watchdog's threads CPU time."""
+        self.paused.add(folder)
+        watch = self.watches.pop(folder, None)
+        if watch is not None and self.observer is not None:
+            self.observer.unschedule(watch)
+
+    def resume(self, folder: Path) -> None:
+        """Watch ``folder`` again. Changes made while it was paused were not seen: scan after this."""
+        self.paused.discard(folder)
+        if self.observer is not None and folder not in self.watches:
+            self.watches[folder] = self.observer.schedule(_Wake(self.folders[folder]), str(folder),
+                                                          recursive=False)
 
     @property
     def alive(self) -> bool:
@@ -93,3 +110,4 @@ class SpoolWatcher:
             self.observer.stop()
             self.observer.join(timeout=2)
             self.observer = None
+            self.watches = {}

@@ -17,15 +17,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import failpoints, index, status
 from .checkpoint import StepStore
 from .context import JobContext
-from .durable import AsyncWriter, GroupSync
+from .durable import Committer
 from .errors import (
     DuplicateJob,
     Interrupted,
@@ -83,6 +85,7 @@ class Running:
     job_id: str
     handler: asyncio.Task[Any] | None = None  # the handler's own task: the one a stop cancels
     stop_reason: str | None = None  # "cancel" | "shutdown"
+    in_slot: bool = True  # counts against the concurrency until its handler has returned
 
     def stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -132,8 +135,10 @@ class Job:
         finally:
             self.flush_task = None
 
-    async def settle(self, **changes: Any) -> None:
-        """Write a state change durably; no progress write may land after it."""
+    async def settle(self, move: Callable[[], None], **changes: Any) -> None:
+        """Write a state change durably, then ``move`` the request to match it (``claim.finish``,
+        ``claim.defer``); no progress write may land after it. The move runs in the committer's thread,
+        right after the sync that made the status durable."""
         self.final = True
         if self.flush_timer is not None:
             self.flush_timer.cancel()
@@ -141,10 +146,16 @@ class Job:
         if self.flush_task is not None:  # let a write under way finish; ours replaces it
             with contextlib.suppress(OSError):
                 await self.flush_task
-        self.doc = self.doc.model_copy(update=changes)
-        await self.write(durable=True)
-        index.note(self.worker.layout, self.doc.id)
-        failpoints.hit("before-move")
+        layout, job_id = self.worker.layout, self.doc.id
+
+        def after_durable() -> None:
+            index.note(layout, job_id)
+            failpoints.hit("before-move")
+            move()
+
+        async with self.lock:
+            self.doc = self.doc.model_copy(update={**changes, "updated_at": status.now()})
+            await self.worker.writer.replace(self.path, self.doc.dump(), durable=True, then=after_durable)
 
 
 class Worker:
@@ -159,7 +170,8 @@ class Worker:
         self.wake = asyncio.Event()
         self.ready: list[Ready] = []
         self.waiting_ids: set[str] = set()  # ids in `ready`
-        self.running: dict[str, Running] = {}
+        self.running: dict[str, Running] = {}  # every job in flight, from acceptance to its recorded outcome
+        self.busy = 0  # of those, the ones holding a slot: being started or running their handler
         self.backlog: list[str] = []  # names from the last scan, not yet tried
         self.waiting_settle = False
         self.seq = itertools.count()
@@ -176,13 +188,12 @@ class Worker:
         s = self.settings
         self.lock = WorkerLock(self.layout, self.worker_id)
         self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
-        self.group = GroupSync(self.layout.root)
-        self.writer = AsyncWriter(self.group, self.layout.jobs_tmp)
+        self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
-        watcher = SpoolWatcher({self.layout.queue: lambda: _call_soon(loop, self.wake.set),
-                                self.layout.deferred: lambda: _call_soon(loop, self._deferred_event)})
+        self.watcher = watcher = SpoolWatcher({self.layout.queue: _ThreadWake(loop, self.wake.set),
+                                               self.layout.deferred: _ThreadWake(loop, self._deferred_event)})
         if s.watch:
             watcher.start()
         try:
@@ -201,7 +212,7 @@ class Worker:
                 await self._http.aclose()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            self.group.close()
+            self.writer.close()
             self.lock.release()
         log.info("stopped: %s", ", ".join(f"{v} {k}" for k, v in self.stats.items()))
         return 0
@@ -257,7 +268,7 @@ class Worker:
 
     # ------------------------------------------------------------------ finding and claiming work
     def _room(self) -> int:
-        return self.settings.concurrency + self.settings.prefetch - len(self.running) - len(self.ready)
+        return self.settings.concurrency + self.settings.prefetch - self.busy - len(self.ready)
 
     async def _fill(self) -> None:
         """Top up the ready heap: deferred jobs that are due, then new files from the queue."""
@@ -313,7 +324,8 @@ class Worker:
     async def _take_queue(self) -> None:
         now = time.time()
         if not self.backlog:
-            names = await asyncio.to_thread(self.spool.list_queue)
+            names = self.spool.list_queue()  # here, not in a thread: see durable.Committer
+            await self._watch_queue(backlogged=len(names) > self._room())
             names.reverse()  # pop() takes the oldest
             self.backlog = names
         if not self.backlog:
@@ -322,7 +334,7 @@ class Worker:
         batch: list[str] = []
         while self.backlog and len(batch) < self._room():
             batch.append(self.backlog.pop())
-        claimed, unsettled = await asyncio.to_thread(self._claim_batch, batch, now)
+        claimed, unsettled = self._claim_batch(batch, now)
         self.waiting_settle = unsettled > 0
         for path in claimed:
             failpoints.hit("claimed")
@@ -331,6 +343,18 @@ class Worker:
             # more to take once there is room, or files still being written: look again soon
             asyncio.get_running_loop().call_later(
                 min(self.settings.settle_s / 4, 0.25) if unsettled else 0, self.wake.set)
+
+    async def _watch_queue(self, *, backlogged: bool) -> None:
+        """No wake-ups from queue/ while it holds more than we can take: each claim is an event there,
+        and the jobs we run wake us anyway. Watched again (then scanned once more) when we catch up."""
+        folder = self.layout.queue
+        if not self.settings.watch or backlogged == (folder in self.watcher.paused):
+            return
+        if backlogged:
+            await asyncio.to_thread(self.watcher.pause, folder)
+        else:
+            await asyncio.to_thread(self.watcher.resume, folder)
+            self.wake.set()  # a file dropped before the watch was back was not seen: look again
 
     def _claim_batch(self, names: list[str], now: float) -> tuple[list[Path], int]:
         claimed, unsettled = [], 0
@@ -395,7 +419,9 @@ class Worker:
 
     # ------------------------------------------------------------------ running jobs
     def _start_ready(self) -> None:
-        while self.ready and len(self.running) < self.settings.concurrency and not self.stopping.is_set():
+        s = self.settings
+        while self.ready and self.busy < s.concurrency and len(self.running) < 2 * s.concurrency + s.prefetch \
+                and not self.stopping.is_set():
             item = heapq.heappop(self.ready)
             self.waiting_ids.discard(item.job_id)
             if item.job_id in self.running:
@@ -406,6 +432,7 @@ class Worker:
                 continue
             slot = Running(item.job_id)
             self.running[item.job_id] = slot
+            self.busy += 1
             asyncio.get_running_loop().create_task(self._process_guarded(item, slot))
 
     async def _process_guarded(self, item: Ready, slot: Running) -> None:
@@ -416,7 +443,16 @@ class Worker:
             # stays where it is (and its lock is dropped below), so it is recovered, never lost.
             log.exception("[%s] could not record the job's outcome; it will be recovered", item.job_id)
         finally:
+            self._free_slot(slot)
             self.running.pop(item.job_id, None)
+            self.wake.set()
+
+    def _free_slot(self, slot: Running) -> None:
+        """The handler has returned: its slot goes to the next job while the outcome is being recorded
+        (that wait is the disk's, shared by every job finishing meanwhile)."""
+        if slot.in_slot:
+            slot.in_slot = False
+            self.busy -= 1
             self.wake.set()
 
     async def process(self, item: Ready, slot: Running) -> None:
@@ -440,7 +476,10 @@ class Worker:
             if slot.stop_reason is not None:  # a stop came while the attempt was being registered
                 slot.handler.cancel()
             try:
-                result = await slot.handler  # only the handler's task is ever cancelled, never this one
+                try:
+                    result = await slot.handler  # only the handler's task is ever cancelled, never this one
+                finally:
+                    self._free_slot(slot)
             except asyncio.CancelledError:
                 if slot.stop_reason is None:
                     raise
@@ -471,9 +510,6 @@ class Worker:
         req = item.request
         if item.previous is None:
             assert item.path is not None
-            if (dup := self._existing(item.job_id)) is not None:  # the common duplicate, before accepting
-                await self._reject(item.path, dup)
-                return None
             try:
                 claim = self.spool.accept(item.path, item.job_id)
             except InvalidRequest as exc:
@@ -484,7 +520,7 @@ class Worker:
                     f"duplicate id {item.job_id}: a job with this id is active; this request was not run",
                     job_id=item.job_id))
                 return None
-            if (dup := self._existing(item.job_id)) is not None:  # created while we were accepting
+            if (dup := self._existing(item.job_id)) is not None:  # an id used before (checked once ours)
                 await self._reject(item.path, dup, claim)
                 return None
             failpoints.hit("accepted")
@@ -526,9 +562,8 @@ class Worker:
         if job is None:
             return
         due = item.request.not_before or status.now()
-        await job.settle(status=State.PENDING, attempt=0, started_at=None, attempt_started_at=None,
-                         next_attempt_at=due)
-        job.claim.defer(due)
+        await job.settle(partial(job.claim.defer, due), status=State.PENDING, attempt=0, started_at=None,
+                         attempt_started_at=None, next_attempt_at=due)
         self._note_deferred(due)
         log.info("[%s] accepted; not before %s", item.job_id, status.iso(due))
 
@@ -548,10 +583,8 @@ class Worker:
         progress = job.doc.progress
         if progress.total is None and progress.current == 0:
             progress = Progress.of(1, 1)
-        await job.settle(status=State.COMPLETED, finished_at=at, error=None, progress=progress,
-                         result=dict(result) if result else None,
-                         history=self._record(job, "completed", at))
-        job.claim.finish()
+        await job.settle(job.claim.finish, status=State.COMPLETED, finished_at=at, error=None, progress=progress,
+                         result=dict(result) if result else None, history=self._record(job, "completed", at))
         self.stats["completed"] += 1
         log.info("[%s] completed %s in %.2fs (attempt %d)", job.doc.id, job.doc.type, seconds, job.doc.attempt)
 
@@ -561,18 +594,16 @@ class Worker:
         decision = decide(exc, job.doc.attempt, job.doc.max_attempts, self.settings.retry)
         if decision.retry:
             due = at + timedelta(seconds=decision.delay_s)
-            await job.settle(status=State.PENDING, error=info, next_attempt_at=due,
+            await job.settle(partial(job.claim.defer, due), status=State.PENDING, error=info, next_attempt_at=due,
                              history=self._record(job, "retry", at, info, decision.delay_s))
-            job.claim.defer(due)
             self._note_deferred(due)
             self.stats["retried"] += 1
             log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", job.doc.id, job.doc.attempt,
                         info.type, info.message, decision.delay_s)
             return
         info = info.model_copy(update={"retryable": False}) if info.retryable else info
-        await job.settle(status=State.FAILED, error=info, finished_at=at,
+        await job.settle(job.claim.finish, status=State.FAILED, error=info, finished_at=at,
                          history=self._record(job, "failed", at, info))
-        job.claim.finish()
         self.stats["failed"] += 1
         log.error("[%s] failed: %s: %s (%s)", job.doc.id, info.type, info.message, decision.reason)
 
@@ -584,18 +615,15 @@ class Worker:
         info = ErrorInfo(type="Interrupted", message="the daemon stopped during the attempt; it resumes "
                          "from its last completed step", retryable=True)
         # a stop we asked for is not the job's fault: the attempt is given back
-        await job.settle(status=State.PENDING, error=info, next_attempt_at=at,
-                         history=self._record(job, "requeued", at, info),
-                         attempt=max(0, job.doc.attempt - 1))
-        job.claim.defer(at)
+        await job.settle(partial(job.claim.defer, at), status=State.PENDING, error=info, next_attempt_at=at,
+                         history=self._record(job, "requeued", at, info), attempt=max(0, job.doc.attempt - 1))
         log.info("[%s] requeued at shutdown", job.doc.id)
 
     async def _end_cancelled(self, job: Job) -> None:
         at = status.now()
         info = ErrorInfo(type="Cancelled", message="cancelled on request", retryable=False)
-        await job.settle(status=State.CANCELLED, error=info, finished_at=at,
+        await job.settle(job.claim.finish, status=State.CANCELLED, error=info, finished_at=at,
                          history=self._record(job, "cancelled", at, info))
-        job.claim.finish()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.layout.cancel_flag(job.doc.id))
         self.stats["cancelled"] += 1
@@ -608,8 +636,7 @@ class Worker:
         if doc is None:
             doc = JobStatus(id=claim.job_id, type="unknown", status=State.FAILED, created_at=at, updated_at=at)
         job = Job(self, doc.model_copy(update={"claim": claim.token}), claim)
-        await job.settle(status=State.FAILED, error=info, finished_at=at)
-        claim.finish()
+        await job.settle(claim.finish, status=State.FAILED, error=info, finished_at=at)
         log.error("[%s] failed: %s", claim.job_id, exc)
 
     async def _poll_cancellations(self) -> None:
@@ -652,10 +679,24 @@ class Worker:
         return self._http
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
-    """From the watcher's thread: wake the loop (dropped silently once the loop has closed)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn)
+class _ThreadWake:
+    """Called from the watcher's thread: runs ``fn`` on the loop, once for a burst of events (one
+    self-pipe write, not one per event). Dropped silently once the loop has closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+        self.loop = loop
+        self.fn = fn
+        self.pending = False
+
+    def __call__(self) -> None:
+        if not self.pending:
+            self.pending = True
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        self.pending = False  # events after this schedule another call, so none is missed
+        self.fn()
 
 
 def _peek_type(path: Path) -> object:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.durable import AsyncWriter, GroupSync, rename_noreplace, write_atomic
+from jobrunner.durable import Committer, rename_noreplace, write_atomic
 from jobrunner.errors import Cancelled, InvalidRequest, JobTimeout, PermanentError, RetryableError
 from jobrunner.handlers import load_handlers
 from jobrunner.layout import Layout, is_spool_name, validate_id
@@ -154,15 +154,14 @@ def test_rename_noreplace(tmp_path: Path) -> None:
     assert (tmp_path / "c").read_text() == "a" and not (tmp_path / "a").exists()
 
 
-def test_group_sync_shares_syncs(tmp_path: Path) -> None:
+def test_committer_shares_syncs(tmp_path: Path) -> None:
     async def main() -> tuple[int, bool, bool]:
-        group = GroupSync(tmp_path)
-        writer = AsyncWriter(group, tmp_path)
+        writer = Committer(tmp_path, tmp_path)
         await asyncio.gather(*(writer.replace(tmp_path / f"f{i}", b"x") for i in range(200)))
         made = await writer.create(tmp_path / "f0", b"y")
         made_new = await writer.create(tmp_path / "new", b"y")
-        group.close()
-        return group.count, made, made_new
+        writer.close()
+        return writer.syncs, made, made_new
 
     count, made, made_new = asyncio.run(main())
     assert count < 100  # 200 writes, two syncs each if alone: shared instead

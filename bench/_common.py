@@ -242,14 +242,20 @@ def find_line(path: Path, needle: str) -> str | None:
     return None
 
 
+def find_lines(path: Path, needle: str) -> list[str]:
+    with contextlib.suppress(OSError), open(path, errors="replace") as f:
+        return [line for line in f if needle in line]
+    return []
+
+
 def stopped_stats(path: Path) -> dict[str, int]:
-    line = find_line(path, " stopped: ")
+    """The counts of the daemon's ``stopped:`` line, summed over the workers of ``run --workers N``."""
     out: dict[str, int] = {}
-    if line:
+    for line in find_lines(path, " stopped: "):
         for part in line.split("stopped:", 1)[1].split(","):
             n, _, what = part.strip().partition(" ")
             with contextlib.suppress(ValueError):
-                out[what] = int(n)
+                out[what] = out.get(what, 0) + int(n)
     return out
 
 

@@ -1,18 +1,21 @@
 """Drain throughput: N queued no-op jobs, with full durability, against huey and persist-queue.
 
     python bench/drain.py [--dir DIR | --fs root|journaled|both] [--jobs 10000] [--reps 3]
-                          [--concurrency 16,64]
+                          [--concurrency 16,64] [--workers 1,2] [--peers huey,huey x2,...]
 
 For each filesystem and each repetition, in a fresh directory each, in a rotating order:
 
 - jobrunner: N files ``{"type": "noop"}`` written straight into queue/ and flushed (set-up, not timed);
-  then ``jobrunner run --burst --data-dir D --concurrency C`` is timed from process start to exit.
+  then ``jobrunner run --burst --data-dir D --concurrency C --workers W`` is timed from process start to
+  exit (W worker processes share the data dir; CPU counts all of them).
   "after ready" divides N by the time from the daemon's ``ready:`` log line to exit (start-up excluded:
   interpreter, imports, recovery and the first scan of the queue). Every job is checked to have completed.
 - huey: ``SqliteHuey(fsync=True)`` (WAL, ``synchronous=FULL``: every dequeue commit is fsynced). N no-op
   tasks are enqueued with synchronous=OFF and flushed (not timed); then huey's own ``dequeue()`` +
   ``execute()`` loop drains them in one process (one task at a time; a dequeued task is deleted from the
   queue before it runs, so huey is at-most-once where jobrunner is at-least-once).
+- huey x2: the same, with two processes running that loop at once on one queue: what huey gets from a
+  second core, the fair peer of ``--workers 2``.
 - persist-queue: ``SQLiteAckQueue(auto_commit=True)`` (WAL, ``synchronous=FULL`` set explicitly: the
   ``get`` (mark unack) and the ``ack`` are each a fsynced commit, so a crash loses nothing). N items are
   put with synchronous=OFF and flushed (not timed); then get(raw=True)+ack(id) of all is timed.
@@ -75,6 +78,62 @@ def peer_huey(work: Path, n: int) -> dict[str, float]:
     assert done == n, (done, n)
     return {"seconds": secs, "done": done, "setup_s": setup,
             "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
+
+
+def peer_huey_x2(work: Path, n: int) -> dict[str, float]:
+    """huey's dequeue loop in two processes at once on one queue (the same set-up as ``huey``): what huey
+    gets from a second core, to compare with ``jobrunner run --workers 2``."""
+    from huey import SqliteHuey
+
+    db = work / "huey.db"
+    huey = SqliteHuey("bench", filename=str(db), fsync=True)
+
+    @huey.task()
+    def noop() -> None:
+        return None
+
+    conn = huey.storage.conn
+    conn.execute("pragma synchronous=OFF")  # set-up only
+    t = time.perf_counter()
+    for _ in range(n):
+        noop()
+    setup = time.perf_counter() - t
+    huey.storage.close()
+    c.syncfs(work)
+    r, w = os.pipe()
+    pids = []
+    cpu0 = os.times()
+    t = time.perf_counter()
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            done = 0
+            try:
+                huey.storage.conn.execute("pragma synchronous=FULL")  # this process's own connection
+                while True:
+                    task = huey.dequeue()
+                    if task is None:
+                        break
+                    huey.execute(task)
+                    done += 1
+                os.write(w, f"{done}\n".encode())
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    secs = time.perf_counter() - t
+    cpu1 = os.times()
+    os.close(w)
+    with os.fdopen(r) as f:
+        done = sum(int(x) for x in f.read().split())
+    assert done == n, (done, n)
+    return {"seconds": secs, "done": done, "setup_s": setup,
+            "cpu_s": (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)}
 
 
 def peer_persist_queue(work: Path, n: int) -> dict[str, float]:
@@ -157,7 +216,8 @@ def peer_sketch(work: Path, n: int) -> dict[str, float]:
     return {"seconds": secs, "done": count, "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
 
 
-PEERS = {"huey": peer_huey, "persist-queue": peer_persist_queue, "file-spool sketch": peer_sketch}
+PEERS = {"huey": peer_huey, "huey x2": peer_huey_x2, "persist-queue": peer_persist_queue,
+         "file-spool sketch": peer_sketch}
 
 
 def run_peer(name: str, work: Path, n: int) -> dict[str, float]:
@@ -170,24 +230,24 @@ def run_peer(name: str, work: Path, n: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- jobrunner
-def run_jobrunner(work: Path, n: int, concurrency: int) -> dict[str, float]:
+def run_jobrunner(work: Path, n: int, concurrency: int, workers: int = 1) -> dict[str, float]:
     data = work / "data"
     c.write_noops(data / "queue", n)
     c.syncfs(work)
-    log = c.log_file(f"drain-c{concurrency}")
+    log = c.log_file(f"drain-c{concurrency}-w{workers}")
     try:
         with open(log, "wb") as err:
             t0 = time.time()
             proc = subprocess.Popen([*c.jobrunner_cmd(), "run", "--burst", "--data-dir", str(data),
-                                     "--concurrency", str(concurrency)],
+                                     "--concurrency", str(concurrency), "--workers", str(workers)],
                                     stdout=subprocess.DEVNULL, stderr=err)
             _, wstatus, ru = os.wait4(proc.pid, 0)
             t1 = time.time()
             proc.returncode = os.waitstatus_to_exitcode(wstatus)
         if proc.returncode != 0:
             raise RuntimeError(f"jobrunner exited {proc.returncode}; log: {log}")
-        ready_line = c.find_line(log, " ready: ")
-        ready = c.log_time(ready_line) if ready_line else None
+        ready_lines = c.find_lines(log, " ready: ")  # one per worker: the last one counts
+        ready = c.log_time(ready_lines[-1]) if len(ready_lines) == workers else None
         stats = c.stopped_stats(log)
         left = sum(1 for _ in os.scandir(data / "queue") if _.is_file())
         statuses = sum(1 for e in os.scandir(data / "jobs") if e.name.endswith(".json"))
@@ -205,7 +265,8 @@ def run_jobrunner(work: Path, n: int, concurrency: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------- driver
 def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
-    systems = [f"jobrunner c={k}" for k in args.concurrency] + args.peers
+    systems = [f"jobrunner c={k}" + (f" w={w}" if w > 1 else "") for w in args.workers for k in args.concurrency]
+    systems += args.peers
     results: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
     print(f"## {label}: {c.fs_note(base)}")
     print(f"{args.jobs} no-op jobs per run, {args.reps} repetitions; systems in rotating order per repetition")
@@ -217,7 +278,8 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
             work.mkdir()
             try:
                 if system.startswith("jobrunner"):
-                    r = run_jobrunner(work, args.jobs, int(system.split("=")[1]))
+                    knobs = dict(part.split("=") for part in system.split()[1:])
+                    r = run_jobrunner(work, args.jobs, int(knobs["c"]), int(knobs.get("w", 1)))
                 else:
                     r = run_peer(system, work, args.jobs)
             finally:
@@ -265,6 +327,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64])
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+                   help="jobrunner run --workers values to measure (each with each --concurrency)")
     p.add_argument("--peers", type=lambda s: [x for x in s.split(",") if x], default=list(PEERS),
                    help="comma-separated subset of: " + ",".join(PEERS))
     p.add_argument("--_peer", help=argparse.SUPPRESS)

@@ -53,6 +53,9 @@ def main() -> None:
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=16, show_default=True,
               help="Jobs run at once.")
 @click.option("--burst", is_flag=True, help="Process everything that is due, then exit 0.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes (one per core helps only with many short jobs; network-bound "
+                   "jobs want a higher --concurrency instead).")
 @click.option("--drain-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds running jobs get to reach a step boundary on SIGTERM.")
 @click.option("--settle", type=click.FloatRange(0), default=2.0, show_default=True,
@@ -65,7 +68,7 @@ def main() -> None:
               help="Longest job-level retry delay in seconds.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def run(data_dir: str | None, concurrency: int, burst: bool, drain_timeout: float, settle: float,
+def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
         rescan: float, retry_base: float, retry_max: float, log_level: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
@@ -74,13 +77,22 @@ def run(data_dir: str | None, concurrency: int, burst: bool, drain_timeout: floa
     from .retry import RetryPolicy
     from .worker import Settings, Worker
 
+    process = " [%(process)d]" if workers > 1 else ""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
     layout = Layout.resolve(data_dir)
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,
                         retry=RetryPolicy(base_s=retry_base, max_s=retry_max))
-    sys.exit(asyncio.run(Worker(layout, settings).run()))
+    if workers == 1:
+        sys.exit(asyncio.run(Worker(layout, settings).run()))
+    from dataclasses import replace
+
+    from .supervisor import supervise
+
+    layout.ensure()  # a bad data dir is one clear error here, not one per worker
+    sys.exit(supervise(workers, lambda i: asyncio.run(Worker(layout, replace(settings, shard=(i, workers))).run()),
+                       burst=burst))
 
 
 @main.command()

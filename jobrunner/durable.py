@@ -34,6 +34,20 @@ _libc.syncfs.argtypes = [ctypes.c_int]
 _libc.syncfs.restype = ctypes.c_int
 
 
+class _Pid:
+    """os.getpid(), cached (a system call each time), and refreshed in a forked child."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._refresh)
+
+    def _refresh(self) -> None:
+        self.pid = os.getpid()
+
+
+_PID = _Pid()
+
+
 def syncfs(fd: int) -> None:
     """Flush every dirty page and inode of the filesystem holding ``fd`` (Linux syncfs(2))."""
     if _libc.syncfs(fd) != 0:
@@ -64,9 +78,9 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_tmp(tmp_dir: Path, name: str, data: bytes, *, fsync: bool) -> Path:
+def write_tmp(tmp_dir: Path, name: str, data: bytes, *, fsync: bool) -> str:
     """Create a unique temp file in ``tmp_dir`` holding ``data``; return its path."""
-    tmp = tmp_dir / f"{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    tmp = f"{tmp_dir}/{name}.{_PID.pid}.{os.urandom(6).hex()}.tmp"  # a str: the daemon makes many
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
@@ -100,7 +114,7 @@ def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, exclus
     fsync_dir(path.parent)
 
 
-def _unlink_quietly(path: Path | None) -> None:
+def _unlink_quietly(path: str | Path | None) -> None:
     if path is None:
         return
     with contextlib.suppress(OSError):
@@ -115,7 +129,7 @@ class _Write:
     durable: bool
     future: asyncio.Future[bool]
     then: Callable[[], None] | None = None
-    tmp: Path | None = None
+    tmp: str | None = None
     made: bool = False
     settled: bool = False
     error: Exception | None = None
@@ -146,6 +160,7 @@ class Committer:
         self._runner: asyncio.Task[None] | None = None
         self.syncs = 0  # syncfs calls made, for stats and tests
         self.batches = 0
+        self.after_batch: Callable[[], None] | None = None  # called once a batch's thens have run
 
     async def replace(self, path: Path, data: bytes, *, durable: bool = True,
                       then: Callable[[], None] | None = None) -> None:
@@ -219,6 +234,8 @@ class Committer:
                     write.then()
                 except Exception as exc:
                     write.error = exc
+        if self.after_batch is not None:
+            self.after_batch()
         for write in batch:
             write.settled = True
 

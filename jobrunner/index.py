@@ -15,14 +15,18 @@ from .layout import ID_PATTERN, Layout
 _CHUNK = 64 * 1024
 
 
-def note(layout: Layout, job_id: str) -> None:
-    """Record that ``job_id`` changed state (best effort: a failure only makes listings slower)."""
+def note(layout: Layout, *job_ids: str) -> None:
+    """Record that ``job_ids`` changed state, in one append (best effort: a failure only makes listings
+    slower)."""
+    if not job_ids:
+        return
     try:
         fd = os.open(layout.recent, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         return
     try:
-        os.write(fd, b"\n" + job_id.encode() + b"\n")  # the leading newline ends a line a crash tore
+        # each line is led by a newline too, which ends a line a crash tore
+        os.write(fd, b"".join(b"\n" + job_id.encode() + b"\n" for job_id in job_ids))
     except OSError:
         pass
     finally:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .errors import ConfigError, InvalidRequest
@@ -89,6 +89,7 @@ class Layout:
     def active(self) -> Path:
         return self.queue / ".active"
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def active_request(self, job_id: str) -> Path:
         return self.active / f"{validate_id(job_id)}.json"
 
@@ -96,6 +97,7 @@ class Layout:
     def deferred(self) -> Path:
         return self.queue / ".deferred"
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def deferred_request(self, job_id: str) -> Path:
         return self.deferred / f"{job_id}.json"
 
@@ -120,12 +122,15 @@ class Layout:
     def jobs_tmp(self) -> Path:
         return self.jobs / ".tmp"
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def status(self, job_id: str) -> Path:
         return self.jobs / f"{validate_id(job_id)}.json"
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def job_dir(self, job_id: str) -> Path:
         return self.jobs / validate_id(job_id)
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def request(self, job_id: str) -> Path:
         """Where a final job's request is kept."""
         return self.done / f"{validate_id(job_id)}.json"
@@ -140,6 +145,7 @@ class Layout:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.steps(job_id) / f"{digest}.json"
 
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def cancel_flag(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "cancel"
 

@@ -102,6 +102,7 @@ class Spool:
         self.settle_s = settle_s
         self.max_bytes = max_bytes
         self.mine = layout.worker_dir(worker)
+        self.peeked: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # name -> (identity, bytes) read by settled()
 
     # --- finding work -------------------------------------------------------------------------
     def list_queue(self) -> list[str]:
@@ -140,6 +141,7 @@ class Spool:
         except OSError:
             return False
         try:
+            opened = os.fstat(fd)
             data = os.read(fd, self.max_bytes + 1)
         finally:
             os.close(fd)
@@ -147,6 +149,7 @@ class Spool:
             json.loads(data)
         except (ValueError, RecursionError):
             return False
+        self.peeked[name] = (_identity(opened), data)  # read() reuses them if the file has not changed
         return True
 
     def claim(self, name: str) -> Path | None:
@@ -170,6 +173,9 @@ class Spool:
             )
         if st.st_size > self.max_bytes:
             raise InvalidRequest(f"request is {st.st_size} bytes; the limit is {self.max_bytes}")
+        peeked = self.peeked.pop(path.name, None)
+        if peeked is not None and peeked[0] == _identity(st):
+            return peeked[1], st
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -387,6 +393,10 @@ def _unique_move(path: Path, folder: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _kind(mode: int) -> str:

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -80,6 +81,7 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
     process = " [%(process)d]" if workers > 1 else ""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request; ours say what matters
     layout = Layout.resolve(data_dir)
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,
@@ -203,9 +205,10 @@ def _span(secs: float) -> str:
 
 def _progress(doc: Doc) -> str:
     p = doc.get("progress") or {}
+    note = f" {p['note']}" if p.get("note") else ""
     if p.get("total"):
-        return f"{p['current']}/{p['total']} {p.get('percentage') or 0:.0f}%"
-    return str(p.get("current")) if p.get("current") else "-"
+        return f"{p['current']}/{p['total']} {p.get('percentage') or 0:.0f}%{note}"
+    return f"{p['current']}{note}" if p.get("current") else "-"
 
 
 def _error(doc: Doc) -> str:
@@ -292,6 +295,95 @@ def retry(data_dir: str | None, job_id: str) -> None:
     layout.check_exists()
     doc = control.retry(layout, job_id)
     click.echo(f"{doc.id} pending (attempts allowed: {doc.max_attempts})")
+
+
+@main.command()
+@data_dir_option
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file (default: standard output).")
+def results(data_dir: str | None, job_id: str, fmt: str, output: str | None) -> None:
+    """Export a job's results (while it runs: the results so far)."""
+    from . import control, listing
+    from .results import export
+
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    doc = listing.read_doc(layout, job_id) if _valid_id(job_id) else None
+    if doc is None:
+        control.read_status(layout, job_id)  # raises NotFound, with a hint if it is still queued
+        raise NotFound(f"no job {job_id!r}")
+    path = layout.results(job_id)
+    if not path.exists():
+        raise NotFound(f"job {job_id} ({doc['status']}) has no results" + ("" if doc["status"] in
+                       ("completed", "failed", "cancelled") else " yet"))
+    if doc["status"] != "completed":
+        click.echo(f"job {job_id} is {doc['status']}: these are the results so far", err=True)
+    if output is None:
+        export(path, fmt, sys.stdout)
+        return
+    import io
+
+    from .durable import write_atomic
+
+    buf = io.StringIO()
+    rows = export(path, fmt, buf)
+    write_atomic(Path(output).absolute(), buf.getvalue().encode())
+    click.echo(f"{rows} rows written to {output}", err=True)
+
+
+def _valid_id(job_id: str) -> bool:
+    from .layout import validate_id
+
+    try:
+        validate_id(job_id)
+    except JobrunnerError:
+        return False
+    return True
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--latency", type=click.FloatRange(0), default=0.0, show_default=True, help="Milliseconds per answer.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of calls answered 5xx.")
+@click.option("--rate-limit", default=None, metavar="N/S", help="At most N calls per S seconds per provider (429 "
+              "with Retry-After beyond).")
+@click.option("--throttle-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of calls answered 429 with Retry-After: 1.")
+@click.option("--timeout-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of calls that hang (the client times out).")
+@click.option("--malformed-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of calls answered with a broken body.")
+@click.option("--total", type=click.IntRange(1), default=None, help="Results per search (default: 150-3000, "
+              "fixed per search).")
+@click.option("--seed", type=int, default=1, show_default=True)
+def sandbox(port: int, latency: float, error_rate: float, rate_limit: str | None, throttle_rate: float,
+            timeout_rate: float, malformed_rate: float, total: int | None, seed: int) -> None:
+    """Serve every provider's API on 127.0.0.1 with made-up, deterministic data (for tests and demos).
+
+    It accepts the key `sandbox-key`. Point jobrunner at it with JOBRUNNER_<PROVIDER>_URL set to
+    http://127.0.0.1:PORT/<provider> (linkedin, skiptrace, carrier, dnc). Call counts: GET /_stats.
+    """
+    from .providers.config import RateLimit
+    from .sandbox import Faults, SandboxConfig, serve_forever
+
+    limit = RateLimit.parse(rate_limit, "--rate-limit") if rate_limit else None
+    faults = Faults(latency_ms=latency, error_rate=error_rate, throttle_rate=throttle_rate,
+                    timeout_rate=timeout_rate, malformed_rate=malformed_rate,
+                    rate_limit=(limit.calls, limit.per_s) if limit else None)
+    serve_forever(SandboxConfig(port=port, seed=seed, faults=faults, search_total=total))
+
+
+@main.command()
+@data_dir_option
+@click.option("--pages", type=click.IntRange(1, 100), default=8, show_default=True, help="Pages to scrape.")
+def demo(data_dir: str | None, pages: int) -> None:
+    """Scrape leads end to end against the sandbox: no API keys needed, nothing left running after."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(Layout.resolve(data_dir), pages))
 
 
 @main.command()

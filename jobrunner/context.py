@@ -16,6 +16,9 @@ from .errors import Interrupted
 if TYPE_CHECKING:
     import httpx
 
+    from .providers import ProviderClient, Providers
+    from .results import ResultsFile
+
 T = TypeVar("T")
 
 
@@ -38,9 +41,11 @@ class JobContext:
         attempt: int,
         max_attempts: int,
         steps: StepStore,
-        on_progress: Callable[[int, int | None], None],
+        on_progress: Callable[[int, int | None, str | None], None],
         http: Callable[[], httpx.AsyncClient],
         stopping: asyncio.Event,
+        providers: Providers | None = None,
+        results: ResultsFile | None = None,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
@@ -50,6 +55,8 @@ class JobContext:
         self._steps = steps
         self._on_progress = on_progress
         self._http = http
+        self._providers = providers
+        self._results = results
         self.steps_run = 0
         self.steps_reused = 0
 
@@ -58,9 +65,23 @@ class JobContext:
         """The daemon's shared HTTP client (connection pooling across jobs)."""
         return self._http()
 
-    def progress(self, current: int, total: int | None = None) -> None:
-        """Report progress; cheap to call often (writes are coalesced by the daemon)."""
-        self._on_progress(current, total)
+    def progress(self, current: int, total: int | None = None, note: str | None = None) -> None:
+        """Report progress; cheap to call often (writes are coalesced by the daemon). ``note`` says what
+        is counted, or more ("pages; 75 leads so far")."""
+        self._on_progress(current, total, note)
+
+    def provider(self, name: str) -> ProviderClient:
+        """The daemon's client for provider ``name`` (shared rate limit, concurrency cap and retries)."""
+        if self._providers is None:
+            raise RuntimeError("this context has no providers")
+        return self._providers.get(name)
+
+    @property
+    def results(self) -> ResultsFile:
+        """This job's results file (``jobrunner results ID``)."""
+        if self._results is None:
+            raise RuntimeError("this context has no results file")
+        return self._results
 
     @overload
     async def step(self, key: str, fn: Callable[[], Awaitable[T]]) -> T: ...

@@ -7,8 +7,10 @@
     │   └── DuplicateJob           a second request for an existing job id
     └── JobError                   raised by handlers (or for them) while a job runs
         ├── RetryableError         transient: the job is rescheduled with backoff
-        │   └── Interrupted        the daemon stopped or died during the attempt
+        │   ├── Interrupted        the daemon stopped or died during the attempt
+        │   └── Throttled          a provider said "come back in N seconds": a wait, not a failed attempt
         ├── PermanentError         retrying cannot help: the job fails at once
+        │   └── ProviderRejected   a provider refused the call for good (bad key, not found, bad request)
         ├── JobTimeout             the attempt ran past the job's ``timeout_s`` (retryable)
         └── Cancelled              the job was cancelled by a person
 
@@ -79,8 +81,17 @@ class Interrupted(RetryableError):
     """The attempt was interrupted before it finished (daemon stopped or died)."""
 
 
+class Throttled(RetryableError):
+    """A provider asked us to come back later (a long Retry-After, or its quota is spent). The job waits
+    in the spool for that long; the wait does not use up one of its attempts."""
+
+
 class PermanentError(JobError):
     """A failure that retrying cannot fix."""
+
+
+class ProviderRejected(PermanentError):
+    """A provider refused the call in a way no retry fixes (401/403: the key; 404; another 4xx)."""
 
 
 class JobTimeout(RetryableError):

@@ -12,6 +12,7 @@
     jobs/<id>/                that job's artifacts, made only when it has some:
     jobs/<id>/steps/<key>.json  checkpointed step results
     jobs/<id>/cancel          a cancellation request (its presence is the request)
+    jobs/<id>/results.jsonl   the job's results, one JSON object a line
     jobs/.tmp/                temp files for atomic status writes
     jobs/.recent              job ids appended at each change of state (a hint for fast listings)
 
@@ -144,6 +145,10 @@ class Layout:
 
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.steps(job_id) / f"{digest}.json"
+
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
+    def results(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "results.jsonl"
 
     @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def cancel_flag(self, job_id: str) -> Path:

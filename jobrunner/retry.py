@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import Cancelled, JobError, RetryableError
+from .errors import Cancelled, JobError, RetryableError, Throttled
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Decision:
     retry: bool
     delay_s: float = 0.0
     reason: str = ""
+    counts: bool = True  # whether the attempt counts against max_attempts (a throttle does not)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -53,6 +54,8 @@ def decide(
     """Whether a failed attempt is retried, and after how long."""
     if not is_retryable(exc):
         return Decision(False, reason="permanent error")
+    if isinstance(exc, Throttled) and exc.defer_s is not None:
+        return Decision(True, max(0.0, exc.defer_s), reason="the provider asked us to wait", counts=False)
     if attempt >= max_attempts:
         return Decision(False, reason=f"gave up after {attempt} of {max_attempts} attempts")
     delay = policy.backoff(attempt, rng)

@@ -45,13 +45,14 @@ class Progress(BaseModel):
     current: int = 0
     total: int | None = None
     percentage: float | None = None
+    note: str | None = None  # what the numbers count, and anything else worth a glance ("pages; 75 leads")
 
     @classmethod
-    def of(cls, current: int, total: int | None) -> Progress:
+    def of(cls, current: int, total: int | None, note: str | None = None) -> Progress:
         pct = None
         if total:
             pct = round(min(100.0, max(0.0, 100.0 * current / total)), 1)
-        return cls(current=current, total=total, percentage=pct)
+        return cls(current=current, total=total, percentage=pct, note=note)
 
 
 class ErrorInfo(BaseModel):
@@ -65,7 +66,7 @@ class AttemptRecord(BaseModel):
     worker: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    outcome: str  # completed | failed | retry | interrupted | requeued | cancelled | timeout
+    outcome: str  # completed | failed | retry | throttled | interrupted | requeued | cancelled | timeout
     error: ErrorInfo | None = None
     delay_s: float | None = None
 

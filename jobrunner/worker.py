@@ -39,8 +39,10 @@ from .errors import (
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
+from .providers import Providers
 from .recovery import recover
 from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
+from .results import ResultsFile
 from .retry import RetryPolicy, decide, is_retryable
 from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id
 from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
@@ -115,8 +117,8 @@ class Job:
             self.doc = self.doc.model_copy(update={"updated_at": status.now()})
             await self.worker.writer.replace(self.path, self.doc.dump(), durable=durable)
 
-    def progress(self, current: int, total: int | None) -> None:
-        self.doc = self.doc.model_copy(update={"progress": Progress.of(current, total)})
+    def progress(self, current: int, total: int | None, note: str | None = None) -> None:
+        self.doc = self.doc.model_copy(update={"progress": Progress.of(current, total, note)})
         self.flush_soon(self.last_flush + self.worker.settings.progress_interval_s - time.monotonic())
 
     def flush_soon(self, delay: float) -> None:
@@ -194,6 +196,7 @@ class Worker:
         self.lock = WorkerLock(self.layout, self.worker_id)
         self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
+        self.providers = Providers(self.http)  # reads the providers' configuration: a bad file stops us here
         self.writer.after_batch = self._note_changed
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -480,7 +483,8 @@ class Worker:
             handler = self.handlers[item.request.type]
             steps = StepStore(self.layout, item.job_id, self.writer)
             ctx = JobContext(job_id=item.job_id, attempt=job.doc.attempt, max_attempts=job.doc.max_attempts,
-                             steps=steps, on_progress=job.progress, http=self.http, stopping=self.stopping)
+                             steps=steps, on_progress=job.progress, http=self.http, stopping=self.stopping,
+                             providers=self.providers, results=ResultsFile(self.layout.results(item.job_id)))
             log.debug("[%s] started %s (attempt %d of %d)", item.job_id, item.request.type, job.doc.attempt,
                       job.doc.max_attempts)
             started = time.monotonic()
@@ -607,8 +611,10 @@ class Worker:
         decision = decide(exc, job.doc.attempt, job.doc.max_attempts, self.settings.retry)
         if decision.retry:
             due = at + timedelta(seconds=decision.delay_s)
+            given_back = {} if decision.counts else {"attempt": job.doc.attempt - 1}
             await job.settle(partial(job.claim.defer, due), status=State.PENDING, error=info, next_attempt_at=due,
-                             history=self._record(job, "retry", at, info, decision.delay_s))
+                             history=self._record(job, "retry" if decision.counts else "throttled", at, info,
+                                                  decision.delay_s), **given_back)
             self._note_deferred(due)
             self.stats["retried"] += 1
             log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", job.doc.id, job.doc.attempt,

@@ -40,13 +40,14 @@ class DataDir:
         self.queue = root / "queue"
         self.jobs = root / "jobs"
         self.testkit = testkit
+        self.extra_env: dict[str, str] = {}  # for the processes the test starts (provider URLs, keys, ...)
         for d in (self.queue, self.jobs, testkit):
             d.mkdir(parents=True, exist_ok=True)
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "JOBRUNNER_DATA_DIR": str(self.root), "JOBRUNNER_TESTKIT_DIR": str(self.testkit),
-                "PYTHONUNBUFFERED": "1"}
+                "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     # --- dropping requests, the ways clients do -------------------------------------------------
     def drop(self, name: str, request: dict[str, Any] | bytes) -> Path:

@@ -16,7 +16,7 @@ def test_completes_with_progress_steps_and_metadata(data: DataDir, daemons) -> N
     data.drop("a.json", {"type": "count", "id": "job-a", "steps": 4, "metadata": {"campaign": "q4", "n": 1}})
     doc = data.wait_status("job-a")
     assert doc["schema"] == 1
-    assert doc["progress"] == {"current": 4, "total": 4, "percentage": 100.0}
+    assert doc["progress"] == {"current": 4, "total": 4, "percentage": 100.0, "note": None}
     assert doc["attempt"] == 1 and doc["max_attempts"] == 4
     assert doc["metadata"] == {"campaign": "q4", "n": 1}
     assert doc["result"] == {"steps": 4, "run": 4, "reused": 0}

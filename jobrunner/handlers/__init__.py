@@ -35,8 +35,9 @@ class Handler:
 
 def builtin_handlers() -> list[Handler]:
     from .noop import HANDLER as noop
+    from .scrape import HANDLER as scrape
 
-    return [noop]
+    return [noop, scrape]
 
 
 def load_handlers() -> dict[str, Handler]:

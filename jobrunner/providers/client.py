@@ -24,15 +24,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_exponential_jitter
-
 from ..errors import PermanentError, ProviderRejected, RetryableError, Throttled
 from .config import SPECS, ProviderConfig
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     import httpx
+    from tenacity import RetryCallState
 
 log = logging.getLogger("jobrunner.providers")
 
@@ -90,6 +88,8 @@ class ProviderClient:
                    json: Any = None, stats: CallStats | None = None, parse: Callable[[Any], T] | None = None) -> T:
         """Send one request (retried while transient) and return ``parse(body)`` (the JSON body itself
         without ``parse``). ``parse`` raises ``BadShape`` for a body that is not what it expects."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+
         url = self.config.require_url().rstrip("/") + path
         headers = self._auth_headers()
         stats = stats if stats is not None else CallStats()
@@ -157,6 +157,8 @@ class ProviderClient:
         raise ProviderRejected(f"{self.name} refused {method} {path} (HTTP {status}): {self._excerpt(response)}")
 
     def _wait(self, state: RetryCallState) -> float:
+        from tenacity.wait import wait_exponential_jitter
+
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, Transient) and exc.retry_after is not None:
             return min(exc.retry_after, self.policy.max_wait_s)

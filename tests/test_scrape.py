@@ -192,3 +192,39 @@ def test_demo_runs_to_completion_and_leaves_nothing_running(tmp_path: Path) -> N
     assert not list((tmp_path / "demo" / "queue" / ".claimed").iterdir())  # the daemon stopped cleanly
     pid = int(out.stdout.split("daemon: pid ", 1)[1].split()[0])
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_long_retry_after_defers_the_job_without_using_an_attempt(
+        data: DataDir, daemons: Callable[..., Daemon], sandbox: Sandbox) -> None:
+    sandbox.set_faults(Faults(rate_limit=(1, 2.5)))  # the provider allows less than we were told
+    data.extra_env.update(provider_env(sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5"))
+    d = daemons()
+    data.drop("s.json", scrape("patient", 2, max_attempts=1))  # one attempt: a throttle must not use it
+    doc = data.wait_status("patient", timeout=60)
+    assert doc["status"] == "completed", doc
+    outcomes = [h["outcome"] for h in doc["history"]]
+    assert outcomes[0] == "throttled" and outcomes[-1] == "completed", outcomes
+    assert doc["history"][0]["delay_s"] >= 1.0 and doc["attempt"] == 1
+    assert page_counts(sandbox) == {1: 1, 2: 1}
+    assert d.term() == 0
+
+
+def test_the_sandbox_command_serves_and_stops_on_sigterm() -> None:
+    import httpx
+
+    proc = subprocess.Popen([*JOBRUNNER, "sandbox", "--port", "0", "--error-rate", "1"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("sandbox listening on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        assert httpx.get(f"{url}/_health").json() == {"ok": True}
+        answer = httpx.post(f"{url}/linkedin/premium_search_person", headers={"x-rapidapi-key": "sandbox-key"},
+                            json={"filters": [], "keywords": "x", "page": 1, "limit": 25})
+        assert answer.status_code >= 500  # --error-rate 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -344,6 +344,66 @@ def _valid_id(job_id: str) -> bool:
 
 
 @main.command()
+@data_dir_option
+@click.argument("csv_file", type=click.File("rb"), required=False)
+@click.option("--from-job", "from_job", default=None, metavar="ID", help="Enrich the leads a scrape job found.")
+@click.option("--options", "options_json", default=None, metavar="JSON",
+              help='Enrichment options as a JSON object, e.g. \'{"max_age": 65, "dnc": false}\' '
+                   "(`jobrunner schema enrich` lists them).")
+@click.option("--id", "job_id", default=None, help="The job id (your idempotency key).")
+@click.option("--wait", is_flag=True, help="Wait until the job is final; exit 1 unless it completed.")
+def enrich(data_dir: str | None, csv_file: Any, from_job: str | None, options_json: str | None,
+           job_id: str | None, wait: bool) -> None:
+    """Submit an enrich job for the leads of CSV_FILE (- for stdin) or of a scrape job. Prints the job id.
+
+    CSV headers are matched loosely (Name, First Name, Last Name, Title, Company, City, State, Zip, Phone,
+    Email, LinkedIn URL, and common variants); other columns are kept as they are, into the results.
+    """
+    from . import control, leads
+    from .errors import InvalidRequest
+    from .results import read_rows
+
+    layout = Layout.resolve(data_dir)
+    if (csv_file is None) == (from_job is None):
+        raise click.UsageError("give a CSV file or --from-job ID (one of them)")
+    if csv_file is not None:
+        rows = leads.read_csv(csv_file.read())
+        if not rows:
+            raise InvalidRequest("the CSV has headers but no leads")
+    else:
+        assert from_job is not None
+        layout.check_exists()
+        if not _valid_id(from_job) or not layout.status(from_job).exists():
+            raise NotFound(f"no job {from_job!r}")
+        path = layout.results(from_job)
+        if not path.exists():
+            raise NotFound(f"job {from_job} has no results to enrich")
+        rows = leads.from_scrape_rows(read_rows(path))
+        if not rows:
+            raise InvalidRequest(f"job {from_job} found no leads")
+        if len(rows) > leads.MAX_LEADS:
+            raise InvalidRequest(f"job {from_job} found {len(rows)} leads; an enrich job takes at most "
+                                 f"{leads.MAX_LEADS:,}")
+    request: Doc = {"type": "enrich", "leads": rows}
+    if options_json:
+        try:
+            request["options"] = json.loads(options_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--options") from None
+    if job_id:
+        request["id"] = job_id
+    if from_job:
+        request["metadata"] = {"from_job": from_job}
+    done = control.submit(layout, json.dumps(request).encode())
+    click.echo(done.job_id)
+    if wait:
+        doc = _wait_final(layout, done.job_id, None)
+        error = doc.get("error") if doc["status"] != "completed" else None
+        click.echo(f"{doc['id']} {doc['status']}" + (f": {error['message']}" if error else ""), err=True)
+        sys.exit(0 if doc["status"] == "completed" else 1)
+
+
+@main.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
 @click.option("--latency", type=click.FloatRange(0), default=0.0, show_default=True, help="Milliseconds per answer.")
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,

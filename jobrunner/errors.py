@@ -93,6 +93,10 @@ class PermanentError(JobError):
 class ProviderRejected(PermanentError):
     """A provider refused the call in a way no retry fixes (401/403: the key; 404; another 4xx)."""
 
+    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class JobTimeout(RetryableError):
     """The attempt ran longer than the job's timeout."""

@@ -34,10 +34,11 @@ class Handler:
 
 
 def builtin_handlers() -> list[Handler]:
+    from .enrich import HANDLER as enrich
     from .noop import HANDLER as noop
     from .scrape import HANDLER as scrape
 
-    return [noop, scrape]
+    return [noop, scrape, enrich]
 
 
 def load_handlers() -> dict[str, Handler]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from ..errors import PermanentError, ProviderRejected, RetryableError, Throttled
-from .config import SPECS, ProviderConfig
+from .config import SPECS, ProviderConfig, Secret
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -83,14 +83,16 @@ class ProviderClient:
         self._http = http
         self.limiter = RateLimiter(config.rate)
         self.slots = asyncio.Semaphore(config.concurrency)
+        self.token: Secret | None = None  # a token obtained at run time (DNC's refresh), used instead of the key
 
     async def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                   json: Any = None, stats: CallStats | None = None, parse: Callable[[Any], T] | None = None) -> T:
+                   json: Any = None, stats: CallStats | None = None, parse: Callable[[Any], T] | None = None,
+                   base_url: str | None = None) -> T:
         """Send one request (retried while transient) and return ``parse(body)`` (the JSON body itself
         without ``parse``). ``parse`` raises ``BadShape`` for a body that is not what it expects."""
         from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
-        url = self.config.require_url().rstrip("/") + path
+        url = (base_url or self.config.require_url()).rstrip("/") + path
         headers = self._auth_headers()
         stats = stats if stats is not None else CallStats()
         started = time.monotonic()
@@ -151,10 +153,11 @@ class ProviderClient:
             raise Transient(f"HTTP {status}", retry_after)
         if status in (401, 403):
             raise ProviderRejected(f"{self.name} refused the API key (HTTP {status}): check "
-                                   f"{self.config.key_variable}")
+                                   f"{self.config.key_variable}", status=status)
         if status == 404:
-            raise ProviderRejected(f"{self.name} answered HTTP 404 Not Found for {method} {path}")
-        raise ProviderRejected(f"{self.name} refused {method} {path} (HTTP {status}): {self._excerpt(response)}")
+            raise ProviderRejected(f"{self.name} answered HTTP 404 Not Found for {method} {path}", status=404)
+        raise ProviderRejected(f"{self.name} refused {method} {path} (HTTP {status}): {self._excerpt(response)}",
+                               status=status)
 
     def _wait(self, state: RetryCallState) -> float:
         from tenacity.wait import wait_exponential_jitter
@@ -174,15 +177,17 @@ class ProviderClient:
                  self.policy.tries, wait)
 
     def _auth_headers(self) -> dict[str, str]:
-        key = self.config.require_key().reveal()
+        key = (self.token or self.config.require_key()).reveal()
         if SPECS[self.name].auth == "rapidapi":
             host = urlsplit(self.config.require_url()).netloc
             return {"x-rapidapi-key": key, "x-rapidapi-host": host}
         return {"Authorization": f"Bearer {key}"}
 
     def _masked(self, text: str) -> str:
-        key = self.config.key.reveal() if self.config.key else None
-        return text.replace(key, "********") if key else text
+        for secret in (self.config.key, self.token):
+            if secret is not None and secret.reveal():
+                text = text.replace(secret.reveal(), "********")
+        return text
 
     def _excerpt(self, response: httpx.Response) -> str:
         text = response.text[:200].replace("\n", " ")

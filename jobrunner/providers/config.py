@@ -95,10 +95,10 @@ SPECS: dict[str, ProviderSpec] = {
     for s in (
         ProviderSpec("linkedin", "https://realtime-linkedin-sales-navigator-data.p.rapidapi.com",
                      RateLimit(5, 60.0), 1, "LinkedIn Sales Navigator search (RapidAPI)", "rapidapi"),
-        ProviderSpec("skiptrace", "https://skip-tracing-working-api.p.rapidapi.com", None, 4,
+        ProviderSpec("skiptrace", "https://skip-tracing-working-api.p.rapidapi.com", None, 16,
                      "skip tracing (RapidAPI)", "rapidapi"),
-        ProviderSpec("carrier", "https://api.telnyx.com", None, 8, "phone carrier lookup (Telnyx)", "bearer"),
-        ProviderSpec("dnc", None, None, 4, "DNC scrub (your agency's API)", "bearer"),
+        ProviderSpec("carrier", "https://api.telnyx.com", None, 16, "phone carrier lookup (Telnyx)", "bearer"),
+        ProviderSpec("dnc", None, None, 16, "DNC scrub (your agency's API)", "bearer"),
     )
 }
 

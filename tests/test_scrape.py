@@ -194,9 +194,10 @@ def test_demo_runs_to_completion_and_leaves_nothing_running(tmp_path: Path) -> N
     assert not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.parametrize("form", ["seconds", "date"])
 def test_a_long_retry_after_defers_the_job_without_using_an_attempt(
-        data: DataDir, daemons: Callable[..., Daemon], sandbox: Sandbox) -> None:
-    sandbox.set_faults(Faults(rate_limit=(1, 2.5)))  # the provider allows less than we were told
+        data: DataDir, daemons: Callable[..., Daemon], sandbox: Sandbox, form: str) -> None:
+    sandbox.set_faults(Faults(rate_limit=(1, 2.5), retry_after_form=form))  # the provider allows less than we thought
     data.extra_env.update(provider_env(sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5"))
     d = daemons()
     data.drop("s.json", scrape("patient", 2, max_attempts=1))  # one attempt: a throttle must not use it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import calendar
 import contextlib
 import ctypes
 import ctypes.util
@@ -223,11 +224,16 @@ def log_file(tag: str) -> Path:
     return Path(name)
 
 
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")  # logging's default asctime (local time)
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z ")  # jobrunner.logs (UTC)
 
 
 def log_time(line: str) -> float | None:
-    """The epoch time of a log line written with logging's default asctime (local time, ms)."""
+    """The epoch time of a daemon log line: jobrunner's UTC ISO stamp, or (older commits) logging's
+    default asctime in local time."""
+    m = _ISO.match(line)
+    if m:
+        return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + int(m.group(2)) / 1000
     m = _STAMP.match(line)
     if not m:
         return None

@@ -69,19 +69,18 @@ def main() -> None:
               help="Longest job-level retry delay in seconds.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object a line. Under systemd, lines carry journald's priority prefix.")
 def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
-        rescan: float, retry_base: float, retry_max: float, log_level: str) -> None:
+        rescan: float, retry_base: float, retry_max: float, log_level: str, log_format: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
-    import logging
 
+    from . import logs
     from .retry import RetryPolicy
     from .worker import Settings, Worker
 
-    process = " [%(process)d]" if workers > 1 else ""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request; ours say what matters
+    logs.setup(log_level, log_format, process_tag=workers > 1)
     layout = Layout.resolve(data_dir)
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,

@@ -56,6 +56,10 @@ class WorkerLock:
         os.rename(tmp, final)
         layout.worker_dir(worker).mkdir(exist_ok=True)
 
+    def heartbeat(self) -> None:
+        """Touch the lock file: its mtime says when this daemon last showed it was working (`doctor`)."""
+        os.utime(self.fd)
+
     def release(self) -> None:
         """Clean exit: remove our (empty) claim folder and lock. Left-overs are recovered by others."""
         try:
@@ -221,10 +225,12 @@ class Spool:
         """Give a claim back to the queue (it was never accepted)."""
         return _unique_move(path, self.layout.queue, path.name)
 
-    def due_deferred(self, now: float) -> tuple[list[tuple[float, str]], float | None]:
-        """(due time, id) of deferred jobs due by ``now``, and the earliest due time after it."""
+    def due_deferred(self, now: float) -> tuple[list[tuple[float, str]], float | None, int]:
+        """(due time, id) of deferred jobs due by ``now``, the earliest due time after it, and how many
+        are waiting in all."""
         due: list[tuple[float, str]] = []
         later: float | None = None
+        waiting = 0
         with os.scandir(self.layout.deferred) as it:
             for entry in it:
                 if not entry.name.endswith(".json") or entry.name.startswith("."):
@@ -233,12 +239,13 @@ class Spool:
                     when = entry.stat(follow_symlinks=False).st_mtime
                 except FileNotFoundError:
                     continue
+                waiting += 1
                 if when <= now:
                     due.append((when, entry.name[: -len(".json")]))
                 elif later is None or when < later:
                     later = when
         due.sort()
-        return due, later
+        return due, later, waiting
 
     # --- accepted jobs ---------------------------------------------------------------------------
     def accept(self, path: Path, job_id: str) -> ActiveClaim | None:

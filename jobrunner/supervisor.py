@@ -46,6 +46,7 @@ def supervise(count: int, run_worker: Callable[[int], int], *, burst: bool) -> i
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker handles it (a reload)
                 os.setpgid(0, 0)  # a terminal's ^C reaches the supervisor only, which passes it on once
                 _die_with(supervisor)
                 code = run_worker(index)
@@ -60,12 +61,12 @@ def supervise(count: int, run_worker: Callable[[int], int], *, burst: bool) -> i
 
     def pass_on(sig: int, _frame: object) -> None:
         nonlocal stopping
-        stopping = True
+        stopping = stopping or sig != signal.SIGHUP  # a reload is passed on, and is no stop
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, pass_on)
     for index in range(count):
         start(index)

@@ -10,6 +10,7 @@ recovery of dead peers' claims, and the drain on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import heapq
@@ -34,11 +35,13 @@ from .errors import (
     DuplicateJob,
     Interrupted,
     InvalidRequest,
+    JobrunnerError,
     JobTimeout,
     error_type,
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
+from .notify import Notifier
 from .providers import Providers
 from .recovery import recover
 from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
@@ -186,6 +189,8 @@ class Worker:
         self.last_recover = 0.0
         self._http: httpx.AsyncClient | None = None
         self.noted: list[str] = []  # ids whose state changed in the batch being committed
+        self.failures: collections.deque[float] = collections.deque()  # when jobs failed (for the status line)
+        self.deferred_waiting = 0
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
 
     # ------------------------------------------------------------------ life of the daemon
@@ -198,9 +203,11 @@ class Worker:
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
         self.providers = Providers(self.http)  # reads the providers' configuration: a bad file stops us here
         self.writer.after_batch = self._note_changed
+        self.notifier = Notifier()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.watcher = watcher = SpoolWatcher({self.layout.queue: _ThreadWake(loop, self.wake.set),
                                                self.layout.deferred: _ThreadWake(loop, self._deferred_event)})
         if s.watch:
@@ -211,16 +218,20 @@ class Worker:
             log.info("ready: worker %s on %s (concurrency %d, types: %s)", self.worker_id,
                      self.layout.root, s.concurrency, ", ".join(sorted(self.handlers)))
             self._start_ready()
+            self.notifier.ready(self.status_line())
             cancel_poller = loop.create_task(self._poll_cancellations())
+            ticker = loop.create_task(self._tick())
             await self._loop(watcher)
             cancel_poller.cancel()
             await self._drain()
+            ticker.cancel()
         finally:
             watcher.stop()
             if self._http is not None:
                 await self._http.aclose()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            self.notifier.close()
             self.writer.close()
             self.lock.release()
         log.info("stopped: %s", ", ".join(f"{v} {k}" for k, v in self.stats.items()))
@@ -229,6 +240,44 @@ class Worker:
     def _note_changed(self) -> None:
         index.note(self.layout, *self.noted)
         self.noted.clear()
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows: "3 running, 120 queued, 2 deferred, 0 failed in the last hour"."""
+        hour_ago = time.monotonic() - 3600
+        while self.failures and self.failures[0] < hour_ago:
+            self.failures.popleft()
+        queued = len(self.backlog) + len(self.ready)
+        return (f"{len(self.running)} running, {queued} queued, {self.deferred_waiting} deferred, "
+                f"{len(self.failures)} failed in the last hour")
+
+    async def _tick(self) -> None:
+        """Every few seconds: the status line, the heartbeat on our lock file, and systemd's watchdog, which
+        is fed only from here (so a stuck event loop stops feeding it) and only while the spool watcher
+        runs (or is not wanted)."""
+        interval = 2.0
+        if self.notifier.watchdog_interval_s:
+            interval = min(interval, self.notifier.watchdog_interval_s / 3)
+        last_heartbeat = 0.0
+        while True:
+            if not self.settings.watch or self.watcher.alive:
+                self.notifier.watchdog()
+            self.notifier.status(("stopping: " if self.stopping.is_set() else "") + self.status_line())
+            if time.monotonic() - last_heartbeat >= 5.0:
+                with contextlib.suppress(OSError):
+                    self.lock.heartbeat()
+                last_heartbeat = time.monotonic()
+            await asyncio.sleep(interval)
+
+    def reload(self) -> None:
+        """SIGHUP: read the providers' configuration again; running jobs carry on."""
+        self.notifier.reloading()
+        try:
+            self.providers.reload()
+        except JobrunnerError as exc:
+            log.error("reload failed, the configuration in use is unchanged: %s", exc)
+        else:
+            log.info("reloaded the configuration")
+        self.notifier.ready(self.status_line())
 
     def request_stop(self, sig: int | None = None) -> None:
         if self.stopping.is_set():
@@ -239,6 +288,8 @@ class Worker:
                      signal.Signals(sig).name if sig else "requested")
         self.stopping.set()
         self.wake.set()
+        self.notifier.stopping(f"stopping: draining {len(self.running)} running job(s)")
+        self.notifier.extend_timeout(self.settings.drain_timeout_s + 15)
 
     async def _loop(self, watcher: SpoolWatcher) -> None:
         s = self.settings
@@ -300,7 +351,7 @@ class Worker:
         """Queue up deferred jobs that are due. They are taken (renamed) only when they start."""
         self.last_deferred_scan = time.monotonic()
         self.deferred_changed = False
-        due, later = await asyncio.to_thread(self.spool.due_deferred, time.time())
+        due, later, self.deferred_waiting = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
         for when, job_id in due:
             if job_id in self.waiting_ids or job_id in self.running:
@@ -624,6 +675,7 @@ class Worker:
         await job.settle(job.claim.finish, status=State.FAILED, error=info, finished_at=at,
                          history=self._record(job, "failed", at, info))
         self.stats["failed"] += 1
+        self.failures.append(time.monotonic())
         log.error("[%s] failed: %s: %s (%s)", job.doc.id, info.type, info.message, decision.reason)
 
     async def _end_stopped(self, job: Job, slot: Running) -> None:

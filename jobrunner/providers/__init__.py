@@ -28,6 +28,16 @@ class Providers:
         self._policy = policy or call_policy()
         self._clients: dict[str, ProviderClient] = {}
 
+    def reload(self) -> None:
+        """Read the configuration again (SIGHUP). Clients keep their rate-limit history, so a reload never
+        lets a burst through; a bad file raises ConfigError and changes nothing."""
+        configs = load()
+        policy = call_policy()
+        self.configs = configs
+        self._policy = policy
+        for name, client in self._clients.items():
+            client.reconfigure(configs[name], policy)
+
     def get(self, name: str) -> ProviderClient:
         client = self._clients.get(name)
         if client is None:

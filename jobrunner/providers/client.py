@@ -85,6 +85,14 @@ class ProviderClient:
         self.slots = asyncio.Semaphore(config.concurrency)
         self.token: Secret | None = None  # a token obtained at run time (DNC's refresh), used instead of the key
 
+    def reconfigure(self, config: ProviderConfig, policy: CallPolicy) -> None:
+        """New settings for the calls that start from now (a reload). Calls in flight finish as they are."""
+        if config.concurrency != self.config.concurrency:
+            self.slots = asyncio.Semaphore(config.concurrency)
+        self.limiter.limit = config.rate
+        self.config = config
+        self.policy = policy
+
     async def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                    json: Any = None, stats: CallStats | None = None, parse: Callable[[Any], T] | None = None,
                    base_url: str | None = None) -> T:

@@ -446,6 +446,22 @@ def demo(data_dir: str | None, pages: int) -> None:
 
 
 @main.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(data_dir: str | None, as_json: bool) -> None:
+    """Check what keeps jobs from running, and say how to fix it (read-only).
+
+    Is a daemon alive and beating, can you drop files, are jobs stuck and why, are provider keys set,
+    inotify limits, disk space, recently rejected requests. Exit 1 when something is broken.
+    """
+    from .doctor import exit_code, render, run_checks, to_json
+
+    checks = run_checks(Layout.resolve(data_dir))
+    click.echo(to_json(checks) if as_json else render(checks))
+    sys.exit(exit_code(checks))
+
+
+@main.command()
 @click.argument("job_type", required=False)
 def schema(job_type: str | None) -> None:
     """Print the JSON Schema of requests (all types, or one TYPE)."""

@@ -5,6 +5,7 @@
   starts, it appends to ``violations.log`` (a completed step running again: what must never happen).
 - ``flaky``: fails with a retryable error on its first ``fail_times`` attempts (or permanently).
 - ``crash``: SIGKILLs its own daemon in the middle of the attempt (a job that kills the daemon).
+- ``block``: blocks the daemon's event loop (a hung daemon) on its first attempts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +83,22 @@ async def run_crash(req: CrashRequest, ctx: JobContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class BlockRequest(JobRequest):
+    type: Literal["block"]
+    seconds: float = Field(default=3600.0, ge=0)
+    on_attempts: int = Field(default=1, ge=0, description="Block on attempts up to this one; then complete.")
+
+
+async def run_block(req: BlockRequest, ctx: JobContext) -> dict[str, int]:
+    """A buggy handler that blocks the event loop (a synchronous call that never returns): the daemon
+    hangs, and only a watchdog outside it can tell."""
+    _record("block.log", f"{ctx.job_id} {ctx.attempt}")
+    if ctx.attempt <= req.on_attempts:
+        time.sleep(req.seconds)
+    return {"attempt": ctx.attempt}
+
+
 COUNT = Handler("count", CountRequest, run_count, "Counts step executions (tests).")
+BLOCK = Handler("block", BlockRequest, run_block, "Blocks the daemon's event loop (tests).")
 FLAKY = Handler("flaky", FlakyRequest, run_flaky, "Fails on purpose (tests).")
 CRASH = Handler("crash", CrashRequest, run_crash, "Kills its daemon (tests).")

@@ -212,3 +212,11 @@ def test_a_hung_daemon_is_killed_by_the_watchdog_restarted_and_its_job_recovered
     assert "Watchdog timeout" in journal, journal[-3000:]
     doc = box.wait_status(job, timeout=60)
     assert doc["attempt"] == 2 and [h["outcome"] for h in doc["history"]][-1] == "completed", doc
+
+
+def test_reload_rereads_the_configuration_in_the_same_process(box: Container) -> None:
+    main_pid = box.show("MainPID")
+    assert box.sh("systemctl reload jobrunner").returncode == 0
+    box._wait(lambda: "reloaded the configuration" in box.sh("journalctl -u jobrunner --no-pager").stdout, 20,
+              "the reload in the journal")
+    assert box.show("MainPID") == main_pid and box.show("ActiveState") == "active"

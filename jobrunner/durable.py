@@ -123,7 +123,7 @@ def _unlink_quietly(path: str | Path | None) -> None:
 
 @dataclass(eq=False)
 class _Write:
-    path: Path
+    path: Path | None  # None: a barrier (what was written before it becomes durable; nothing to rename)
     data: bytes
     exclusive: bool
     durable: bool
@@ -167,6 +167,16 @@ class Committer:
         """Atomically replace (or create) ``path`` with ``data``; then call ``then``."""
         await self._submit(path, data, exclusive=False, durable=durable, then=then)
 
+    async def barrier(self) -> None:
+        """Return once a ``syncfs`` that began after this call has finished: whatever was written before
+        it (an append to a log, say) is then durable. Shares the sync of the batch it joins."""
+        loop = asyncio.get_running_loop()
+        write = _Write(None, b"", False, False, loop.create_future())
+        self._pending.append(write)
+        if self._runner is None:
+            self._runner = loop.create_task(self._run())
+        await write.future
+
     async def create(self, path: Path, data: bytes, *, durable: bool = True) -> bool:
         """Create ``path`` only if it does not exist; False if it did (then nothing was written)."""
         return await self._submit(path, data, exclusive=True, durable=durable)
@@ -202,6 +212,8 @@ class Committer:
     async def _commit(self, batch: list[_Write]) -> None:
         self.batches += 1
         for write in batch:
+            if write.path is None:
+                continue
             try:
                 write.tmp = write_tmp(self.tmp_dir, write.path.name, write.data, fsync=False)
             except OSError as exc:
@@ -211,8 +223,11 @@ class Committer:
             for write in staged:
                 _unlink_quietly(write.tmp)
             return
+        for write in [w for w in staged if w.path is None]:
+            write.made = True  # a barrier: the sync was all it needed
+        staged = [w for w in staged if w.path is not None]
         for write in staged:
-            assert write.tmp is not None
+            assert write.tmp is not None and write.path is not None
             failpoints.hit("tmp-written")
             try:
                 if write.exclusive:

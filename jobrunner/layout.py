@@ -10,7 +10,7 @@
     queue/.done/<id>.json     the request of a final job (moved aside, never deleted: `retry` reuses it)
     jobs/<id>.json            the status document of job <id>
     jobs/<id>/                that job's artifacts, made only when it has some:
-    jobs/<id>/steps/<key>.json  checkpointed step results
+    jobs/<id>/steps.jsonl     checkpointed step results, one line a step, appended
     jobs/<id>/cancel          a cancellation request (its presence is the request)
     jobs/<id>/results.jsonl   the job's results, one JSON object a line
     jobs/.tmp/                temp files for atomic status writes
@@ -136,15 +136,9 @@ class Layout:
         """Where a final job's request is kept."""
         return self.done / f"{validate_id(job_id)}.json"
 
-    def steps(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "steps"
-
-    def step(self, job_id: str, key: str) -> Path:
-        # Step keys are the handler's, not the client's; hashing keeps any key a safe file name.
-        import hashlib  # here, not at the top: `jobrunner status` never needs it
-
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return self.steps(job_id) / f"{digest}.json"
+    @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
+    def steps_log(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "steps.jsonl"
 
     @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def results(self, job_id: str) -> Path:

@@ -201,7 +201,7 @@ class Worker:
         self.lock = WorkerLock(self.layout, self.worker_id)
         self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
-        self.providers = Providers(self.http)  # reads the providers' configuration: a bad file stops us here
+        self.providers = Providers()  # reads the providers' configuration: a bad file stops us here
         self.writer.after_batch = self._note_changed
         self.notifier = Notifier()
         loop = asyncio.get_running_loop()
@@ -229,6 +229,7 @@ class Worker:
             watcher.stop()
             if self._http is not None:
                 await self._http.aclose()
+            await self.providers.aclose()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self.notifier.close()

@@ -75,6 +75,13 @@ class DataDir:
         except FileNotFoundError:
             return None
 
+    def steps_done(self, job_id: str) -> int:
+        """How many distinct steps of the job are stored (its steps.jsonl)."""
+        from jobrunner import checkpoint
+        from jobrunner.layout import Layout
+
+        return len({r["key"] for r in checkpoint.records(Layout(self.root), job_id)})
+
     def statuses(self) -> dict[str, dict[str, Any]]:
         out = {}
         for path in self.jobs.glob("*.json"):

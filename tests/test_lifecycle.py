@@ -130,7 +130,7 @@ def test_cancel_running_job_keeps_completed_steps_and_retry_reuses_them(data: Da
     assert "long cancelled" in out.stdout
     doc = data.wait_status("long", ("cancelled",))
     assert doc["error"]["type"] == "Cancelled"
-    done_steps = len(list((data.jobs / "long" / "steps").iterdir()))
+    done_steps = data.steps_done("long")
     assert 3 <= done_steps < 40
     again = data.cli("cancel", "long")
     assert again.returncode == 1 and "already cancelled" in again.stderr
@@ -232,7 +232,7 @@ def test_sigterm_drains_and_the_job_resumes_from_its_last_step(data: DataDir, da
     assert doc["attempt"] == 0  # a stop we asked for does not use up an attempt
     assert (data.queue / ".deferred" / "long.json").exists()
     assert "requeued at shutdown" in d.output()
-    done_before = len(list((data.jobs / "long" / "steps").iterdir()))
+    done_before = data.steps_done("long")
     daemons()
     doc = data.wait_status("long", timeout=20)
     assert doc["result"]["reused"] == done_before

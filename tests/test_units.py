@@ -220,3 +220,26 @@ def test_watcher_does_not_hold_events_behind_a_claim(tmp_path: Path) -> None:
         assert time.monotonic() - started < 0.25  # with the hold, nothing wakes for 0.5 s
     finally:
         watcher.stop()
+
+
+def test_step_log_skips_a_torn_line_and_a_barrier_waits_for_a_sync(tmp_path: Path) -> None:
+    from jobrunner import checkpoint
+    from jobrunner.durable import Committer
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    log = layout.steps_log("j1")
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b'\n{"key": "a", "result": 1}\n\n{"key": "b", "res')  # a crash tore the second record
+
+    async def main() -> tuple[object, object, int]:
+        writer = Committer(tmp_path, layout.jobs_tmp)
+        store = checkpoint.StepStore(layout, "j1", writer)
+        first = store.load("a"), store.load("b")
+        await store.save("b", {"x": 2})
+        writer.close()
+        return first, store.load("b"), writer.syncs
+
+    (a, b_before), b_after, syncs = asyncio.run(main())
+    assert a == 1 and b_before is checkpoint.StepStore.MISSING and b_after == {"x": 2} and syncs == 1
+    assert [r["key"] for r in checkpoint.records(layout, "j1")] == ["a", "b"]  # the torn line is skipped

@@ -1,30 +1,24 @@
 """The paid APIs the handlers call, behind one object per daemon.
 
-``Providers`` holds one ``ProviderClient`` per provider, all sharing the daemon's ``httpx.AsyncClient``
-(connection pooling) and each with its own rate limit and concurrency cap, so every job calling a
-provider shares its budget. Configuration: ``jobrunner.providers.config``. Retries: ``.client``.
+``Providers`` holds one ``ProviderClient`` per provider, each with its own connection pool, rate limit
+and concurrency cap, shared by every job of the daemon: every job calling a provider shares its budget
+and its connections. Configuration: ``jobrunner.providers.config``. Retries: ``.client``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from ..errors import PermanentError
 from .client import CallPolicy, CallStats, ProviderClient
 from .config import ProviderConfig, call_policy, load
 
-if TYPE_CHECKING:
-    import httpx
-
 __all__ = ["CallPolicy", "CallStats", "ProviderClient", "Providers"]
 
 
 class Providers:
-    def __init__(self, http: Callable[[], httpx.AsyncClient], configs: Mapping[str, ProviderConfig] | None = None,
-                 policy: CallPolicy | None = None) -> None:
+    def __init__(self, configs: Mapping[str, ProviderConfig] | None = None, policy: CallPolicy | None = None) -> None:
         self.configs = dict(configs) if configs is not None else load()  # a bad config file fails here
-        self._http = http
         self._policy = policy or call_policy()
         self._clients: dict[str, ProviderClient] = {}
 
@@ -44,5 +38,9 @@ class Providers:
             config = self.configs.get(name)
             if config is None:
                 raise PermanentError(f"no provider {name!r}; known: {', '.join(sorted(self.configs))}")
-            client = self._clients[name] = ProviderClient(config, self._http, self._policy)
+            client = self._clients[name] = ProviderClient(config, self._policy)
         return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

@@ -75,15 +75,36 @@ class BadShape(Transient):
 
 
 class ProviderClient:
-    def __init__(self, config: ProviderConfig, http: Callable[[], httpx.AsyncClient],
-                 policy: CallPolicy | None = None) -> None:
+    """One provider's calls, for every job of the daemon.
+
+    It has its own ``httpx.AsyncClient`` (a connection pool sized to its concurrency cap), not one shared
+    by all providers: httpcore looks over every pooled connection, and for each one over all of them
+    again, on every request it places, so one pool of all providers' connections cost the enrich
+    benchmark ~1.7 ms of the event loop per call (bench/enrich.py, BENCHMARKS.md section 5)."""
+
+    def __init__(self, config: ProviderConfig, policy: CallPolicy | None = None) -> None:
         self.config = config
         self.name = config.name
         self.policy = policy or CallPolicy()
-        self._http = http
+        self._client: httpx.AsyncClient | None = None
         self.limiter = RateLimiter(config.rate)
         self.slots = asyncio.Semaphore(config.concurrency)
         self.token: Secret | None = None  # a token obtained at run time (DNC's refresh), used instead of the key
+
+    def http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            size = max(self.config.concurrency, 1)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+                                             limits=httpx.Limits(max_connections=size * 2,
+                                                                 max_keepalive_connections=size))
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def reconfigure(self, config: ProviderConfig, policy: CallPolicy) -> None:
         """New settings for the calls that start from now (a reload). Calls in flight finish as they are."""
@@ -129,7 +150,7 @@ class ProviderClient:
                    params: Mapping[str, Any] | None, json: Any, stats: CallStats) -> Any:
         import httpx
 
-        client = self._http()
+        client = self.http()
         async with self.slots:
             before = time.monotonic()
             async with self.limiter.slot():  # inside the concurrency slot: the send follows at once

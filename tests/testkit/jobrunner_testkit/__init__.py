@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from jobrunner import Handler, JobContext, JobRequest, PermanentError, RetryableError
+from jobrunner import Handler, JobContext, JobRequest, PermanentError, RetryableError, checkpoint
 from jobrunner.layout import Layout
 
 
@@ -46,7 +46,7 @@ async def run_count(req: CountRequest, ctx: JobContext) -> dict[str, int]:
         key = f"s{i}"
 
         async def body(key: str = key) -> int:
-            if layout.step(ctx.job_id, key).exists():
+            if any(r["key"] == key for r in checkpoint.records(layout, ctx.job_id)):
                 _record("violations.log", f"{ctx.job_id} {key} {ctx.attempt}")
             _record("runs.log", f"{ctx.job_id} {key} {ctx.attempt}")
             await asyncio.sleep(req.step_seconds)

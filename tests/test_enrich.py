@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from conftest import Daemon, DataDir
 
+from jobrunner import checkpoint
+from jobrunner.layout import Layout
 from jobrunner.sandbox import Faults, Sandbox, SandboxConfig
 from jobrunner.sandbox.data import candidates
 
@@ -58,6 +60,20 @@ def results(data: DataDir, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def sandbox_key(step: str) -> str:
+    """The sandbox's ``ok_by_request`` key of the call a stored enrich step bought."""
+    call, _, what = step.partition(":")
+    if call == "carrier":
+        return f"carrier number={what}"
+    if call == "dnc":
+        return f"dnc phone={what}"
+    if call == "skip-details":
+        return f"skiptrace details peo_id={what}"
+    first, last, city, state, zip_code = what.split("|")
+    place = ", ".join(p for p in (city, " ".join(x for x in (state, zip_code) if x)) if p)
+    return f"skiptrace bynameaddress name={first} {last} citystatezip={place} page=1"
+
+
 def paid_counts(sb: Sandbox) -> Counter[str]:
     return Counter({k: v for k, v in sb.stats()["ok_by_request"].items() if not k.startswith("dnc-identity")})
 
@@ -68,6 +84,8 @@ def test_500_leads_through_faults_and_a_kill9(data: DataDir, daemons: Callable[.
     first = daemons()
     data.drop("e.json", {"type": "enrich", "id": "big", "leads": make_leads(500)})
     assert first.wait(180) == -signal.SIGKILL, first.output()
+    stored_at_kill = {r["key"] for r in checkpoint.records(Layout(data.root), "big")}
+    assert len(stored_at_kill) >= 400  # the 400th, and any others appended in the same commit
     del data.extra_env["JOBRUNNER_FAILPOINT"]
     second = daemons()
     doc = data.wait_status("big", timeout=300)
@@ -83,9 +101,11 @@ def test_500_leads_through_faults_and_a_kill9(data: DataDir, daemons: Callable[.
             assert r["phone"].startswith("+1") and r["line_type"] == "mobile" and r["dnc_status"] == "CLEAR"
             assert r["can_contact"] is True
     counts = paid_counts(sandbox)
+    # every answer stored before the kill was bought exactly once, never again
+    assert {key: counts[sandbox_key(key)] for key in stored_at_kill} == {key: 1 for key in stored_at_kill}
+    # an answer the sandbox gave while the daemon was being killed, before it was stored, is bought again:
+    # at most one per call in flight (16 leads at a time, one call each)
     repeats = {k: n for k, n in counts.items() if n > 1}
-    # a call answered while the daemon was killed, before its answer was stored, is bought again: at most
-    # one per call in flight (16 leads at a time, one call each); a stored answer is never bought again
     assert sum(n - 1 for n in repeats.values()) <= 16 and max(counts.values()) <= 2, repeats
     assert second.term() == 0
 

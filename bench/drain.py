@@ -270,12 +270,15 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
     print(f"## {label}: {c.fs_note(base)}")
     print(f"{args.jobs} no-op jobs per run, {args.reps} repetitions; systems in rotating order per repetition")
+    print(f"work dirs deleted: {'after each run' if args.cleanup == 'each' else 'after the last run here'}")
+    used: list[Path] = []
     for rep in range(args.reps):
         order = systems[rep % len(systems):] + systems[: rep % len(systems)]
         line = []
         for system in order:
             work = base / f"rep{rep}-{system.replace(' ', '').replace('=', '')}"
             work.mkdir()
+            used.append(work)
             try:
                 if system.startswith("jobrunner"):
                     knobs = dict(part.split("=") for part in system.split()[1:])
@@ -283,12 +286,15 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
                 else:
                     r = run_peer(system, work, args.jobs)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                if args.cleanup == "each":
+                    shutil.rmtree(work, ignore_errors=True)
                 c.syncfs(base)
             results[system].append(r)
             line.append(f"{system} {r['done'] / r['seconds']:.0f}/s")
         print(f"  rep {rep + 1}: " + ", ".join(line), flush=True)
     print()
+    for work in used:
+        shutil.rmtree(work, ignore_errors=True)
 
     def rate(r: dict[str, float], key: str = "seconds") -> float:
         return r["done"] / r[key]
@@ -327,6 +333,11 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64])
+    p.add_argument("--cleanup", choices=["end", "each"], default="end",
+                   help="when to delete the runs' files: after the last run on a filesystem (default), or after "
+                        "each run. Deleting tens of thousands of files makes the next file creations slow on a "
+                        "filesystem without a journal, which would tax whichever system runs next; a spool "
+                        "moves files aside and never deletes them while it runs.")
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                    help="jobrunner run --workers values to measure (each with each --concurrency)")
     p.add_argument("--peers", type=lambda s: [x for x in s.split(",") if x], default=list(PEERS),

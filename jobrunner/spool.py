@@ -17,6 +17,7 @@ owner is told from a slow one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -28,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import status
-from .durable import rename_noreplace, write_atomic
+from .durable import fsync_dir, rename_noreplace, write_atomic, write_tmp
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
@@ -329,7 +330,10 @@ class ActiveClaim:
         self.job_id = job_id
         self.fd = fd
         if new_stay:
-            os.utime(fd)  # a fresh ctime for this stay, on any filesystem
+            # A fresh ctime for this stay on any filesystem (Linux filesystems give one on rename already).
+            # Not allowed on a producer's file without CAP_FOWNER: then the rename's ctime serves.
+            with contextlib.suppress(PermissionError):
+                os.utime(fd)
         st = os.fstat(fd)
         self.token = f"{st.st_ino}:{st.st_ctime_ns}"
         self.path = layout.active_request(job_id)
@@ -348,7 +352,16 @@ class ActiveClaim:
         dest = self.layout.deferred_request(self.job_id)
         self._move(dest)
         stamp = due.timestamp()
-        os.utime(dest, (stamp, stamp))
+        try:
+            os.utime(dest, (stamp, stamp))
+        except PermissionError:
+            # A producer's file, and no CAP_FOWNER to set its times: put a copy of our own in its place,
+            # byte for byte, carrying the due time.
+            data = os.pread(self.fd, MAX_REQUEST_BYTES + 1, 0)
+            tmp = write_tmp(dest.parent, f".{dest.name}", data, fsync=True)
+            os.utime(tmp, (stamp, stamp))
+            os.replace(tmp, dest)
+            fsync_dir(dest.parent)
         self.release()
 
     def finish(self) -> None:

@@ -220,3 +220,30 @@ def test_reload_rereads_the_configuration_in_the_same_process(box: Container) ->
     box._wait(lambda: "reloaded the configuration" in box.sh("journalctl -u jobrunner --no-pager").stdout, 20,
               "the reload in the journal")
     assert box.show("MainPID") == main_pid and box.show("ActiveState") == "active"
+
+
+def test_without_cap_fowner_a_producers_requests_still_run_and_wait_their_turn(box: Container) -> None:
+    """The unit grants CAP_FOWNER so the daemon may set times on a producer's request; without it the daemon
+    falls back (the rename's ctime; a copy of its own carrying a deferred job's due time)."""
+    from datetime import UTC, datetime, timedelta
+
+    dropin = box.dir / "system" / "jobrunner.service.d" / "nocap.conf"
+    dropin.write_text("[Service]\nCapabilityBoundingSet=\nAmbientCapabilities=\n")
+    try:
+        assert box.sh("systemctl daemon-reload && systemctl restart jobrunner").returncode == 0
+        box._wait(lambda: box.show("ActiveState") == "active", 30, "restarted")
+        caps = box.sh("grep CapEff /proc/$(systemctl show -p MainPID --value jobrunner)/status").stdout.split()
+        assert len(caps) == 2 and int(caps[1], 16) & (1 << 3) == 0, caps  # CAP_FOWNER (3) is not effective
+        now = submit(box, {"type": "noop", "id": "nocap-now"})
+        due = datetime.now(UTC) + timedelta(seconds=3)
+        later = submit(box, {"type": "noop", "id": "nocap-later", "not_before": due.isoformat()})
+        flaky = submit(box, {"type": "flaky", "id": "nocap-flaky", "fail_times": 1})
+        assert box.wait_status(now)["status"] == "completed"
+        assert box.wait_status(flaky)["attempt"] == 2  # deferred once with backoff, then run again
+        doc = box.wait_status(later, timeout=30)
+        assert datetime.fromisoformat(doc["started_at"]) >= due - timedelta(milliseconds=50), doc  # not early
+        journal = box.sh("journalctl -u jobrunner --no-pager").stdout
+        assert "Permission denied" not in journal and "could not record" not in journal, journal[-3000:]
+    finally:
+        dropin.unlink()
+        box.sh("systemctl daemon-reload && systemctl restart jobrunner")

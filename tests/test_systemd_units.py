@@ -28,7 +28,7 @@ SERVICE = UNITS / "jobrunner.service"
 SYSUSERS = UNITS / "jobrunner.sysusers"
 TMPFILES = UNITS / "jobrunner.tmpfiles"
 DATA_DIR = Path("/var/lib/jobrunner")
-MAX_EXPOSURE = 1.5
+MAX_EXPOSURE = 1.5  # the issue asks for 1.5 or lower; the unit measures 1.1
 
 
 def needs(tool: str) -> pytest.MarkDecorator:

@@ -191,6 +191,7 @@ class Worker:
         self.noted: list[str] = []  # ids whose state changed in the batch being committed
         self.failures: collections.deque[float] = collections.deque()  # when jobs failed (for the status line)
         self.deferred_waiting = 0
+        self.untakable: set[str] = set()  # queue files a claim failed on (logged once each)
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
 
     # ------------------------------------------------------------------ life of the daemon
@@ -427,11 +428,17 @@ class Worker:
         claimed, unsettled = [], 0
         self.spool.peeked.clear()
         for name in names:
-            if not self.spool.settled(name, now):
-                if (self.layout.queue / name).exists():
-                    unsettled += 1
+            try:
+                if not self.spool.settled(name, now):
+                    if (self.layout.queue / name).exists():
+                        unsettled += 1
+                    continue
+                path = self.spool.claim(name)
+            except OSError as exc:  # this file cannot be taken (say, immutable): the others still can
+                if name not in self.untakable:
+                    log.error("cannot take %s from the queue (%s); it stays there, the others go on", name, exc)
+                    self.untakable.add(name)
                 continue
-            path = self.spool.claim(name)
             if path is not None:
                 claimed.append(path)
         return claimed, unsettled

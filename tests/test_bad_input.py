@@ -690,3 +690,27 @@ def test_a_file_its_client_keeps_locked_is_rejected_not_taken_for_a_duplicate(da
     reason = data.rejected()["locked.json"]["reason"]
     assert "another process holds a lock on the file" in reason
     assert (data.queue / ".rejected" / "locked.json").read_bytes() == b'{"type": "noop", "id": "locked"}'
+
+
+def test_a_file_that_cannot_be_taken_does_not_hold_up_the_others(data: DataDir, daemons: Callable[..., Daemon]) -> None:
+    """An immutable file (chattr +i: not even root may rename it) stays in the queue with one error logged;
+    every other request is still taken and run."""
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs root and chattr")
+    stuck = data.drop("a-stuck.json", {"type": "noop", "id": "stuck"})
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute")
+    try:
+        d = daemons()
+        for i in range(5):
+            data.drop(f"b{i}.json", {"type": "noop", "id": f"fine{i}"})
+        for i in range(5):
+            assert data.wait_status(f"fine{i}")["status"] == "completed"
+        assert stuck.exists() and data.status("stuck") is None
+        assert d.output().count("cannot take a-stuck.json from the queue") == 1
+        assert d.alive
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=False)

@@ -647,7 +647,7 @@ def _why_not_taken(f: _Findings, folders: dict[Path, list[os.stat_result]], aliv
     if not found:
         f.add("the daemon is not taking them", "warning",
               "look at the daemon's log (journalctl -u jobrunner -e, or the output of `jobrunner run`) for "
-              "\"scanning the spool failed\"")
+              "\"cannot take ... from the queue\" or \"scanning the spool failed\"")
 
 
 def _groups_of(uid: int) -> set[int]:

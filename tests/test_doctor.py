@@ -373,7 +373,7 @@ def test_a_daemon_that_may_not_take_files_from_the_queue(shared_root: Path) -> N
         staged = shared_root.parent / "req.json"
         staged.write_text(json.dumps(noop("waits")))
         os.rename(staged, layout.queue / "req.json")
-        wait_for(lambda: b"scanning the spool failed" in log_path.read_bytes(), 10, "the daemon to try")
+        wait_for(lambda: b"cannot take req.json from the queue" in log_path.read_bytes(), 10, "the daemon to try")
         stuck = checks(shared_root, now=time.time() + 120)["stuck-pending"]
         assert stuck.severity == "warning", stuck
         assert "1 queued for over 60 s (oldest req.json, 2m)" in stuck.summary

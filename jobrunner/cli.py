@@ -332,6 +332,42 @@ def results(data_dir: str | None, job_id: str, fmt: str, output: str | None) -> 
     click.echo(f"{rows} rows written to {output}", err=True)
 
 
+@main.command()
+@data_dir_option
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job is final.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option("--interval", type=click.FloatRange(0.05), default=0.5, show_default=True, hidden=True)
+def logs(data_dir: str | None, job_id: str, follow: bool, as_json: bool, interval: float) -> None:
+    """A job's execution log: each attempt (start, end, error, retry delay), each step, each retried
+    provider call with its reason and delay, and the handler's own lines."""
+    from . import control, listing
+    from .timeline import Follower, render
+
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    if not _valid_id(job_id) or listing.read_doc(layout, job_id) is None:
+        control.read_status(layout, job_id)  # raises NotFound, with a hint if it is still queued
+        raise NotFound(f"no job {job_id!r}")
+    follower = Follower(layout, job_id)
+    try:
+        while True:
+            for event in follower.poll():
+                click.echo(json.dumps(event, ensure_ascii=False) if as_json else render(event))
+            if not follow or follower.final:
+                if follow:  # the last lines a finishing attempt wrote
+                    for event in follower.poll():
+                        click.echo(json.dumps(event, ensure_ascii=False) if as_json else render(event))
+                return
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:  # `jobrunner logs ID | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
 def _valid_id(job_id: str) -> bool:
     from .layout import validate_id
 

@@ -6,10 +6,11 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import failpoints
+from . import failpoints, joblog
 from .checkpoint import StepStore
 from .errors import Interrupted
 
@@ -99,10 +100,17 @@ class JobContext:
             return stored
         if self.stopping.is_set():
             raise Interrupted("the daemon is stopping; the job resumes from this step")
-        value = fn()
-        result = await value if inspect.isawaitable(value) else value
-        json.dumps(result)  # fail here, not at restore time, on a result that cannot be stored
+        began = time.monotonic()
+        try:
+            value = fn()
+            result = await value if inspect.isawaitable(value) else value
+            json.dumps(result)  # fail here, not at restore time, on a result that cannot be stored
+        except Exception as exc:
+            joblog.event(f"step {key} failed after {time.monotonic() - began:.2f}s: {type(exc).__name__}: {exc}",
+                         level="warning", step=key)
+            raise
         await self._steps.save(key, result)
         failpoints.hit("step-saved")
         self.steps_run += 1
+        joblog.event(f"step {key} done in {time.monotonic() - began:.2f}s", step=key)
         return result

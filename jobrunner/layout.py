@@ -13,6 +13,7 @@
     jobs/<id>/steps.jsonl     checkpointed step results, one line a step, appended
     jobs/<id>/cancel          a cancellation request (its presence is the request)
     jobs/<id>/results.jsonl   the job's results, one JSON object a line
+    jobs/<id>/log.jsonl       the job's execution log (steps, call retries, the handler's lines), appended
     jobs/.tmp/                temp files for atomic status writes
     jobs/.recent              job ids appended at each change of state (a hint for fast listings)
 
@@ -143,6 +144,9 @@ class Layout:
     @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def results(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "results.jsonl"
+
+    def job_log(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "log.jsonl"
 
     @lru_cache(maxsize=256)  # noqa: B019 - the daemon asks for the same job's paths several times
     def cancel_flag(self, job_id: str) -> Path:

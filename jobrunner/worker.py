@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import failpoints, index, status
+from . import failpoints, index, joblog, status
 from .checkpoint import StepStore
 from .context import JobContext
 from .durable import Committer
@@ -205,6 +205,7 @@ class Worker:
         self.providers = Providers()  # reads the providers' configuration: a bad file stops us here
         self.writer.after_batch = self._note_changed
         self.notifier = Notifier()
+        joblog.install()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
@@ -572,13 +573,17 @@ class Worker:
 
     async def _run_handler(self, handler: Handler, item: Ready, ctx: JobContext) -> Any:
         timeout_s = item.request.timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await handler.run(item.request, ctx)
-        except TimeoutError:
-            if timeout_s is not None and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise JobTimeout(f"the attempt ran longer than timeout_s={timeout_s:g}") from None
-            raise
+        with joblog.bound(self.layout, item.job_id, ctx.attempt):  # this task's and its children's log lines
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await handler.run(item.request, ctx)
+            except TimeoutError:
+                if timeout_s is not None and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise JobTimeout(f"the attempt ran longer than timeout_s={timeout_s:g}") from None
+                raise
+            finally:
+                if ctx.steps_reused:
+                    joblog.event(f"{ctx.steps_reused} step(s) from earlier attempts reused, not run again")
 
     async def _begin(self, item: Ready) -> Job | None:
         """Own the job's request in .active/ and make the attempt's status (written soon, or at the end)."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from .. import joblog
 from ..errors import PermanentError, ProviderRejected, RetryableError, Throttled
 from .config import SPECS, ProviderConfig, Secret
 from .ratelimit import RateLimiter
@@ -154,7 +155,13 @@ class ProviderClient:
         async with self.slots:
             before = time.monotonic()
             async with self.limiter.slot():  # inside the concurrency slot: the send follows at once
-                stats.waited_s += time.monotonic() - before
+                waited = time.monotonic() - before
+                stats.waited_s += waited
+                if waited >= 0.5:
+                    limit = self.limiter.limit
+                    rate = f"{limit.calls} per {limit.per_s:g}s" if limit is not None else "none"
+                    joblog.event(f"{self.name}: waited {waited:.1f}s for a call slot (rate limit {rate}, "
+                                 f"at most {self.config.concurrency} at once)")
                 stats.calls += 1
                 try:
                     response = await client.request(method, url, params=params, json=json, headers=headers,

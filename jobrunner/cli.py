@@ -30,6 +30,29 @@ data_dir_option = click.option(
 )
 
 
+def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """`--since 24h` as seconds (None: no window)."""
+    if value is None:
+        return None
+    from .ledger import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_statuses(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    known = ("pending", "running", "completed", "failed", "cancelled")
+    states = [s.strip().lower() for s in value.split(",") if s.strip()]
+    wrong = [s for s in states if s not in known]
+    if wrong or not states:
+        raise click.BadParameter(f"{', '.join(wrong) or value!r}: states are {', '.join(known)}")
+    return states
+
+
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -67,12 +90,15 @@ def main() -> None:
               help="First job-level retry delay in seconds (doubles per attempt, jittered).")
 @click.option("--retry-max", type=click.FloatRange(0), default=600.0, show_default=True,
               help="Longest job-level retry delay in seconds.")
+@click.option("--retention", metavar="AGE", default=None,
+              help="Prune final jobs that finished longer ago than AGE (30d, 12h, ...), hourly. Default: keep all.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line. Under systemd, lines carry journald's priority prefix.")
 def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
-        rescan: float, retry_base: float, retry_max: float, log_level: str, log_format: str) -> None:
+        rescan: float, retry_base: float, retry_max: float, retention: str | None, log_level: str,
+        log_format: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
 
@@ -84,7 +110,8 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
     layout = Layout.resolve(data_dir)
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,
-                        retry=RetryPolicy(base_s=retry_base, max_s=retry_max))
+                        retry=RetryPolicy(base_s=retry_base, max_s=retry_max),
+                        retention_s=None if retention is None else _window(retention, "--retention"))
     if workers == 1:
         sys.exit(asyncio.run(Worker(layout, settings).run()))
     from dataclasses import replace
@@ -118,6 +145,16 @@ def submit(data_dir: str | None, request: Any, wait: bool, timeout: float | None
 def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> Doc:
     from . import listing
 
+    if sys.stderr.isatty():  # the live progress of `jobrunner watch`, on stderr (stdout has the job id)
+        from . import watch
+
+        if watch.is_terminal(sys.stderr):
+            outcome = watch.watch(layout, [job_id], out=sys.stderr, timeout=timeout)
+            if outcome.code == watch.INTERRUPTED:
+                sys.exit(130)
+            if outcome.timed_out:
+                raise JobrunnerError(f"job {job_id} is not final after {timeout:g}s")
+            return outcome.docs[job_id]
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.02
     while True:
@@ -134,15 +171,26 @@ def _wait_final(layout: Layout, job_id: str, timeout: float | None) -> Doc:
 @data_dir_option
 @click.argument("job_id", required=False)
 @click.option("--active", is_flag=True, help="Only pending and running jobs.")
+@click.option("--status", "statuses", metavar="S[,S...]", default=None, callback=_parse_statuses,
+              help="Only jobs in these states (pending, running, completed, failed, cancelled).")
+@click.option("--type", "job_type", metavar="TYPE", default=None, help="Only jobs of this type.")
+@click.option("--since", metavar="AGE", default=None, callback=_parse_since,
+              help="Only jobs that finished within AGE (30m, 24h, 7d, all), and the active ones.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="How many of the latest jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable).")
-def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, as_json: bool) -> None:
-    """Show one job, the active jobs, or the latest jobs."""
+def status(data_dir: str | None, job_id: str | None, active: bool, statuses: list[str] | None,
+           job_type: str | None, since: float | None, limit: int, as_json: bool) -> None:
+    """Show one job, the active jobs, or the latest jobs (filtered by state, type and age)."""
     from . import listing
     from .layout import validate_id
 
     layout = Layout.resolve(data_dir)
     layout.check_exists()
+    filtered = statuses is not None or job_type is not None or since is not None
+    if job_id and (filtered or active):
+        raise click.UsageError("a job ID cannot be combined with --active, --status, --type or --since")
+    if active and statuses is not None:
+        raise click.UsageError("--active is --status pending,running: give one of them")
     if job_id:
         try:
             validate_id(job_id)
@@ -162,7 +210,12 @@ def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, a
             _show_one(doc)
         return
     queued = None
-    if active:
+    if filtered:
+        from . import ledger
+
+        docs = ledger.jobs(layout, statuses=["pending", "running"] if active else statuses, job_type=job_type,
+                           since=ledger.cutoff(since), limit=limit)
+    elif active:
         docs, queued = listing.active(layout)
         docs = docs[:limit]
     else:
@@ -176,6 +229,57 @@ def status(data_dir: str | None, job_id: str | None, active: bool, limit: int, a
     _table(docs)
     if queued:
         click.echo(f"{queued} request file(s) in the queue, not yet taken by a daemon")
+
+
+@main.command()
+@data_dir_option
+@click.argument("job_ids", nargs=-1, metavar="[ID]...")
+@click.option("--follow", is_flag=True, help="Without IDs: keep watching for new jobs when none is left (until "
+              "Ctrl-C).")
+@click.option("--interval", type=click.FloatRange(0.05), default=0.5, show_default=True, hidden=True)
+def watch(data_dir: str | None, job_ids: tuple[str, ...], follow: bool, interval: float) -> None:
+    """Live progress of the given jobs, or of the active ones, until they are final.
+
+    On a terminal, a line per job redrawn in place (bar, progress, rate, ETA, attempt, last error);
+    elsewhere, a plain line per job each time it changes. NO_COLOR turns colours off.
+    Exit 0 when every job it saw end had completed, 1 when one failed or was cancelled, 4 for an ID that
+    names no job, 130 on Ctrl-C.
+    """
+    from . import watch as watching
+
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    for job_id in job_ids:
+        if not _valid_id(job_id):
+            raise NotFound(f"no job {job_id!r}")
+    if job_ids and follow:
+        raise click.UsageError("--follow is for watching the active jobs: give no IDs with it")
+    try:
+        outcome = watching.watch(layout, list(job_ids) or None, follow=follow, interval=interval)
+    except BrokenPipeError:  # `jobrunner watch | head`
+        sys.stderr.close()
+        sys.exit(0)
+    sys.exit(outcome.code)
+
+
+@main.command()
+@data_dir_option
+@click.option("--since", metavar="AGE", default="24h", show_default=True, callback=_parse_since,
+              help="The window: jobs that finished within AGE (30m, 24h, 7d, all).")
+@click.option("--type", "job_type", metavar="TYPE", default=None, help="Only jobs of this type.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable; see the README).")
+def stats(data_dir: str | None, since: float | None, job_type: str | None, as_json: bool) -> None:
+    """Jobs finished by state, success and failure rates, retries, p50/p95 duration and queue wait, what waits
+    now and for how long, leads per job type."""
+    from . import stats as statistics
+
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    doc = statistics.compute(layout, window_s=since, job_type=job_type)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        click.echo(statistics.render(doc))
 
 
 def _when(value: str | None) -> datetime | None:
@@ -366,6 +470,57 @@ def logs(data_dir: str | None, job_id: str, follow: bool, as_json: bool, interva
     except BrokenPipeError:  # `jobrunner logs ID | head`
         sys.stderr.close()
         sys.exit(0)
+
+
+def _window(value: str, what: str) -> float:
+    from .ledger import parse_since
+
+    try:
+        seconds = parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+    if seconds is None:
+        raise click.BadParameter("a retention needs a length, e.g. 30d", param_hint=what)
+    return seconds
+
+
+@main.command()
+@data_dir_option
+@click.option("--older-than", required=True, metavar="AGE",
+              help="Prune jobs that finished longer ago than this: 90m, 12h, 30d, 8w.")
+@click.option("--status", "states", default="completed,failed,cancelled", show_default=True,
+              help="Which final jobs (comma-separated); 'rejected' prunes set-aside requests too.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; delete nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def prune(data_dir: str | None, older_than: str, states: str, dry_run: bool, as_json: bool) -> None:
+    """Delete final jobs (status, request, steps, results, log) older than AGE. Pending and running
+    jobs are never touched."""
+    from .prune import CHOICES
+    from .prune import prune as run_prune
+
+    seconds = _window(older_than, "--older-than")
+    chosen = [s.strip() for s in states.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in CHOICES]
+    if bad or not chosen:
+        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: choose from {', '.join(CHOICES)}",
+                                 param_hint="--status")
+    layout = Layout.resolve(data_dir)
+    layout.check_exists()
+    out = run_prune(layout, seconds, chosen, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "jobs": out.jobs, "rejected": out.rejected, "bytes": out.bytes,
+                               "skipped": out.skipped}))
+        return
+    verb = "would prune" if dry_run else "pruned"
+    if dry_run:
+        for job_id in out.jobs:
+            click.echo(f"  {job_id}")
+        for name in out.rejected:
+            click.echo(f"  rejected/{name}")
+    for job_id, why in out.skipped.items():
+        click.echo(f"kept {job_id}: {why}", err=True)
+    rejected = f" and {len(out.rejected):,} rejected request(s)" if "rejected" in chosen else ""
+    click.echo(f"{verb} {len(out.jobs):,} job(s){rejected}, {out.bytes / 1e6:.1f} MB, finished over {older_than} ago")
 
 
 def _valid_id(job_id: str) -> bool:

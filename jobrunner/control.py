@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import index, status
+from . import index, ledger, status
 from .durable import fsync_dir, rename_noreplace, write_tmp
 from .errors import InvalidRequest, JobrunnerError, NotFound
 from .handlers import load_handlers
@@ -136,6 +136,7 @@ def cancel(layout: Layout, job_id: str) -> str:
                                                  "error": info, "claim": claim.token, "next_attempt_at": None})
             status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
             index.note(layout, job_id)
+            ledger.record(layout, [new])
             claim.finish()
         finally:
             claim.release()
@@ -173,6 +174,7 @@ def retry(layout: Layout, job_id: str) -> JobStatus:
         })
         status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
         index.note(layout, job_id)
+        ledger.reopen(layout, job_id)  # its earlier line stops counting: it is not final any more
         claim.defer(now)
         fsync_dir(layout.deferred)
     finally:

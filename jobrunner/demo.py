@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import control, listing
+from . import control
 from .layout import Layout
 
 RATE = (5, 4.0)  # the demo's Sales Navigator limit: 5 calls per 4 s (the real one: 5 a minute)
@@ -95,36 +95,14 @@ def _wait_ready(log_path: Path, daemon: subprocess.Popen[bytes]) -> bool:
 
 
 def _follow(layout: Layout, job_id: str) -> dict[str, Any] | None:
-    """Show the job's progress until it is final (a live bar on a terminal, a line per change elsewhere)."""
-    tty = sys.stdout.isatty()
-    shown = ""
-    doc = None
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        doc = listing.read_doc(layout, job_id)
-        line = _bar(doc) if doc else "queued"
-        if line != shown:
-            click.echo(("\r" + line.ljust(len(shown))) if tty else line, nl=not tty)
-            shown = line
-        if doc and doc["status"] in ("completed", "failed", "cancelled"):
-            break
-        time.sleep(0.2)
-    if tty:
-        click.echo("")
-    return doc
+    """Show the job's progress until it is final, as `jobrunner watch` does (a live bar on a terminal, a
+    line per change elsewhere)."""
+    from . import watch
 
-
-def _bar(doc: dict[str, Any]) -> str:
-    p = doc.get("progress") or {}
-    current, total = p.get("current") or 0, p.get("total")
-    width = 30
-    filled = int(width * current / total) if total else 0
-    bar = "#" * filled + "-" * (width - filled)
-    note = f" {p['note']}" if p.get("note") else ""
-    retry = ""
-    if doc["status"] == "pending" and doc.get("error"):
-        retry = f" (attempt {doc.get('attempt')} failed: {doc['error']['message'][:60]}; retrying)"
-    return f"[{bar}] {current}/{total or '?'}{note} - {doc['status']}{retry}"
+    outcome = watch.watch(layout, [job_id], out=sys.stdout, interval=0.2, timeout=JOB_TIMEOUT_S)
+    if outcome.code == watch.INTERRUPTED:
+        raise KeyboardInterrupt  # the daemon and the sandbox are stopped on the way out
+    return outcome.docs.get(job_id)
 
 
 def _stop(daemon: subprocess.Popen[bytes]) -> None:

@@ -16,6 +16,7 @@
     jobs/<id>/log.jsonl       the job's execution log (steps, call retries, the handler's lines), appended
     jobs/.tmp/                temp files for atomic status writes
     jobs/.recent              job ids appended at each change of state (a hint for fast listings)
+    jobs/.ledger              one line per job that reached a final state, appended (a hint for stats)
 
 Nothing else in the package builds a path under the data dir by hand.
 """
@@ -119,6 +120,10 @@ class Layout:
     @cached_property
     def recent(self) -> Path:
         return self.jobs / ".recent"
+
+    @cached_property
+    def ledger(self) -> Path:
+        return self.jobs / ".ledger"
 
     @cached_property
     def jobs_tmp(self) -> Path:

@@ -26,7 +26,7 @@ import os
 import time
 from datetime import timedelta
 
-from . import failpoints, index, status
+from . import failpoints, index, ledger, status
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
 from .request import decode
@@ -81,6 +81,7 @@ def recover_active(layout: Layout, claim: ActiveClaim, policy: RetryPolicy) -> N
         claim.set_aside_duplicate()
         return
     if doc is not None and doc.status.final:
+        ledger.record(layout, [doc])  # its daemon died before its line was appended, most likely
         claim.finish()
         return
     if same_stay and doc is not None and doc.status == State.PENDING:
@@ -125,6 +126,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
                                      "history": history, "next_attempt_at": None})
         status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
         index.note(layout, doc.id)
+        ledger.record(layout, [new])
         claim.finish()
         log.warning("[%s] failed: %s", doc.id, err.message)
         return

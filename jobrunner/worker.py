@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import failpoints, index, joblog, status
+from . import failpoints, index, joblog, ledger, status
 from .checkpoint import StepStore
 from .context import JobContext
 from .durable import Committer
@@ -73,6 +73,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     watch: bool = True
     shard: tuple[int, int] = (0, 1)  # (index, count) of the workers of one `run --workers`: see supervisor
+    retention_s: float | None = None  # prune final jobs older than this (`run --retention`), hourly
+    prune_interval_s: float = 3600.0
 
 
 @dataclass(order=True)
@@ -158,6 +160,8 @@ class Job:
 
         def after_durable() -> None:
             noted.append(job_id)  # in jobs/.recent at the end of the batch, in one append
+            if self.doc.status.final:
+                self.worker.finished.append(self.doc)  # and in jobs/.ledger
             failpoints.hit("before-move")
             move()
 
@@ -189,6 +193,7 @@ class Worker:
         self.last_recover = 0.0
         self._http: httpx.AsyncClient | None = None
         self.noted: list[str] = []  # ids whose state changed in the batch being committed
+        self.finished: list[JobStatus] = []  # of those, the final statuses (for jobs/.ledger)
         self.failures: collections.deque[float] = collections.deque()  # when jobs failed (for the status line)
         self.deferred_waiting = 0
         self.untakable: set[str] = set()  # queue files a claim failed on (logged once each)
@@ -223,10 +228,13 @@ class Worker:
             self.notifier.ready(self.status_line())
             cancel_poller = loop.create_task(self._poll_cancellations())
             ticker = loop.create_task(self._tick())
+            pruner = loop.create_task(self._prune_periodically()) if s.retention_s and s.shard[0] == 0 else None
             await self._loop(watcher)
             cancel_poller.cancel()
             await self._drain()
             ticker.cancel()
+            if pruner is not None:
+                pruner.cancel()
         finally:
             watcher.stop()
             if self._http is not None:
@@ -243,6 +251,9 @@ class Worker:
     def _note_changed(self) -> None:
         index.note(self.layout, *self.noted)
         self.noted.clear()
+        if self.finished:
+            ledger.record(self.layout, self.finished)
+            self.finished.clear()
 
     def status_line(self) -> str:
         """What `systemctl status` shows: "3 running, 120 queued, 2 deferred, 0 failed in the last hour"."""
@@ -270,6 +281,23 @@ class Worker:
                     self.lock.heartbeat()
                 last_heartbeat = time.monotonic()
             await asyncio.sleep(interval)
+
+    async def _prune_periodically(self) -> None:
+        """`run --retention`: prune final jobs past the window now and then (in a thread: it lists jobs/)."""
+        from . import prune
+
+        retention_s = self.settings.retention_s
+        assert retention_s is not None
+        while True:
+            try:
+                out = await asyncio.to_thread(prune.prune, self.layout, retention_s)
+            except Exception as exc:  # a full disk, a permission: try again at the next round
+                log.error("pruning old jobs failed: %s", exc)
+            else:
+                if out.jobs:
+                    log.info("pruned %d job(s) finished over %s ago (%.1f MB)", len(out.jobs),
+                             _duration(retention_s), out.bytes / 1e6)
+            await asyncio.sleep(self.settings.prune_interval_s)
 
     def reload(self) -> None:
         """SIGHUP: read the providers' configuration again; running jobs carry on."""
@@ -480,6 +508,7 @@ class Worker:
             try:
                 if await self.writer.create(self.layout.status(job_id), doc.dump()):
                     index.note(self.layout, job_id)
+                    ledger.record(self.layout, [doc])
             except (OSError, ValueError) as err:
                 log.error("could not write the failed status of %s: %s", job_id, err)
         try:
@@ -761,6 +790,13 @@ class Worker:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
                                            limits=httpx.Limits(max_connections=100))
         return self._http
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _quiet_gc() -> None:

@@ -10,12 +10,13 @@ request file where the current ``Layout.request(id)`` keeps a final job's reques
 a realistic amount of live work: 16 running jobs (their requests where the layout keeps accepted ones),
 100 deferred (pending) jobs, and 500 request files waiting in queue/. If this jobrunner keeps a
 ``jobs/.recent`` index, it is written as the daemon writes it (``index.note`` at each settled state
-change, in time order).
+change, in time order), and if it keeps a ``jobs/.ledger``, a line per final job in finish order.
 
 Timed, warm page cache (one untimed run first), each ``--reps`` times, median (min-max):
 - wall time of the CLI process: ``jobrunner status --limit 50`` and ``jobrunner status --active``
-  (stdout to a pipe, read by this script), and ``jobrunner --help``, ``python -c pass`` (the floor),
-  ``python -c 'import jobrunner.cli'``;
+  (stdout to a pipe, read by this script), with a ``jobs/.ledger``: ``jobrunner stats`` (24h, all, 7d as
+  JSON) and ``jobrunner status`` with filters (--status, --type, --since), and ``jobrunner --help``,
+  ``python -c pass`` (the floor), ``python -c 'import jobrunner.cli'``;
 - in-process time of the listings alone: ``latest(layout, 50)`` and ``active(layout)`` of the module the
   CLI lists with (``jobrunner.listing``, or ``jobrunner.control`` in older versions);
 - ``python -X importtime -c 'import jobrunner.cli'``: the costliest imports.
@@ -57,6 +58,11 @@ def generate(root: Path, n: int) -> dict[str, float]:
     req_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     made: set[Path] = set()
     settled: list[tuple[datetime, str]] = []
+    try:
+        from jobrunner import ledger
+    except ImportError:
+        ledger = None  # type: ignore[assignment]
+    ledger_lines: list[tuple[datetime, bytes]] = []
     for i in range(n):
         created = start + step * i
         started = created + timedelta(milliseconds=rng.uniform(1, 50))
@@ -92,6 +98,8 @@ def generate(root: Path, n: int) -> dict[str, float]:
             claim=f"{worker}/{src}", source=src, metadata=meta,
             result={"steps": 0} if state == State.COMPLETED else None, error=error, history=history)
         settled.extend((h.ended_at, job_id) for h in history)
+        if ledger is not None:
+            ledger_lines.append((ended, ledger.line_of(doc)))
         path = layout.jobs / f"{job_id}.json"
         fd = os.open(path, req_flags, 0o644)
         os.write(fd, doc.dump())
@@ -116,6 +124,14 @@ def generate(root: Path, n: int) -> dict[str, float]:
         for _, job_id in sorted(settled):
             index.note(layout, job_id)
             notes += 1
+    # jobs/.ledger, if this jobrunner keeps one: a line per final job, appended after each group commit (in
+    # finish order, here 64 jobs a write, as a busy daemon's batches)
+    if ledger is not None:
+        ledger_lines.sort(key=lambda pair: pair[0])
+        fd = os.open(layout.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        for k in range(0, len(ledger_lines), 64):
+            os.write(fd, b"".join(line for _, line in ledger_lines[k:k + 64]))
+        os.close(fd)
     gen_s = time.perf_counter() - t
     # live work: 16 running (claimed by a daemon), 100 deferred, 500 waiting in the queue
     now = datetime.now(UTC)
@@ -144,7 +160,7 @@ def generate(root: Path, n: int) -> dict[str, float]:
     for i in range(500):
         (layout.queue / f"q-{i:04d}.json").write_text('{"type": "noop"}')
     c.syncfs(root)
-    return {"gen_s": gen_s, "notes": notes}
+    return {"gen_s": gen_s, "notes": notes, "ledger": len(ledger_lines)}
 
 
 def wall(cmd: list[str], reps: int) -> list[float]:
@@ -238,6 +254,7 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
     entries = sum(1 for _ in os.scandir(root / "jobs"))
     print(f"generated {args.jobs} finished jobs ({entries} entries in jobs/"
           + (f", {g['notes']:.0f} lines in jobs/.recent" if g["notes"] else ", no jobs/.recent index")
+          + (f", {g['ledger']:.0f} lines in jobs/.ledger" if g.get("ledger") else "")
           + f") in {g['gen_s']:.1f} s (set-up, not timed); {args.reps} timed runs each after one warm-up\n")
     jr = c.jobrunner_cmd()
     layout = Layout(root)
@@ -245,6 +262,16 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
     for title, cmd in (
         ("jobrunner status --limit 50", [*jr, "status", "--data-dir", str(root), "--limit", "50"]),
         ("jobrunner status --active", [*jr, "status", "--data-dir", str(root), "--active"]),
+        *(((title, [*jr, *cmd[:1], "--data-dir", str(root), *cmd[1:]]) for title, cmd in (
+            ("jobrunner stats (--since 24h)", ["stats"]),
+            ("jobrunner stats --since all", ["stats", "--since", "all"]),
+            ("jobrunner stats --since 7d --json", ["stats", "--since", "7d", "--json"]),
+            ("jobrunner status --status failed", ["status", "--status", "failed"]),
+            ("jobrunner status --status completed --type noop --since 24h --json",
+             ["status", "--status", "completed", "--type", "noop", "--since", "24h", "--json"]),
+            ("jobrunner status --status cancelled --since all --limit 500",
+             ["status", "--status", "cancelled", "--since", "all", "--limit", "500"]),
+        )) if g.get("ledger") else ()),
         ("jobrunner --help", [*jr, "--help"]),
         ("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"]),
         ("python -c 'import jobrunner.cli'", [sys.executable, "-c", "import jobrunner.cli"]),
@@ -254,6 +281,13 @@ def measure_fs(label: str, base: Path, args: argparse.Namespace) -> None:
                  c.spread(inproc(lambda: latest(layout, 50), args.reps), "{:.2f}")])
     rows.append([f"{mod_name}.active(layout)", "in-process",
                  c.spread(inproc(lambda: active(layout), args.reps), "{:.2f}")])
+    if g.get("ledger"):
+        from jobrunner import ledger, stats
+
+        rows.append(["ledger.read(layout) (all lines)", "in-process",
+                     c.spread(inproc(lambda: ledger.read(layout), args.reps), "{:.2f}")])
+        rows.append(["stats.compute(layout, window_s=None)", "in-process",
+                     c.spread(inproc(lambda: stats.compute(layout, window_s=None), args.reps), "{:.2f}")])
     c.table(rows, ["what", "measured", "ms: median (min-max)"])
     if args.profile:
         profile(lambda: latest(layout, 50), f"{mod_name}.latest(layout, 50)")

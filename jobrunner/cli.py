@@ -92,13 +92,16 @@ def main() -> None:
               help="Longest job-level retry delay in seconds.")
 @click.option("--retention", metavar="AGE", default=None,
               help="Prune final jobs that finished longer ago than AGE (30d, 12h, ...), hourly. Default: keep all.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH.prom",
+              help="Write Prometheus metrics there (node_exporter's textfile collector format), every few seconds.")
+@click.option("--metrics-interval", type=click.FloatRange(0.1), default=5.0, show_default=True, hidden=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line. Under systemd, lines carry journald's priority prefix.")
 def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
-        rescan: float, retry_base: float, retry_max: float, retention: str | None, log_level: str,
-        log_format: str) -> None:
+        rescan: float, retry_base: float, retry_max: float, retention: str | None, metrics_file: Path | None,
+        metrics_interval: float, log_level: str, log_format: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
 
@@ -111,7 +114,8 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,
                         retry=RetryPolicy(base_s=retry_base, max_s=retry_max),
-                        retention_s=None if retention is None else _window(retention, "--retention"))
+                        retention_s=None if retention is None else _window(retention, "--retention"),
+                        metrics_file=_metrics_path(metrics_file), metrics_interval_s=metrics_interval)
     if workers == 1:
         sys.exit(asyncio.run(Worker(layout, settings).run()))
     from dataclasses import replace
@@ -470,6 +474,17 @@ def logs(data_dir: str | None, job_id: str, follow: bool, as_json: bool, interva
     except BrokenPipeError:  # `jobrunner logs ID | head`
         sys.stderr.close()
         sys.exit(0)
+
+
+def _metrics_path(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if path.suffix != ".prom":
+        raise click.BadParameter(f"{path}: node_exporter's textfile collector reads only *.prom files",
+                                 param_hint="--metrics-file")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"{path.parent} is not a directory", param_hint="--metrics-file")
+    return path.absolute()
 
 
 def _window(value: str, what: str) -> float:

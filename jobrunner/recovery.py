@@ -29,6 +29,7 @@ from datetime import timedelta
 from . import failpoints, index, ledger, status
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
+from .metrics import METRICS
 from .request import decode
 from .retry import RetryPolicy
 from .spool import ActiveClaim, Spool, dead_workers
@@ -117,6 +118,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
     message = f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died"
     history = [*doc.history]
     common = {"claim": claim.token, "updated_at": at, "attempt": attempt}
+    METRICS.attempt_ended(doc.type, "interrupted" if attempt < doc.max_attempts else "failed", None)
     if attempt >= doc.max_attempts:
         err = ErrorInfo(type="Interrupted", retryable=False, message=f"{message}; no attempts left ({attempt} "
                         f"of {doc.max_attempts}). A job that stops the daemon every time ends here, not in a loop.")

@@ -43,8 +43,9 @@ def _spread(values: list[str]) -> Doc:
             "count": len(nums)}
 
 
-def queue_state(layout: Layout, now: float | None = None) -> Doc:
-    """What waits now: queued files (not yet accepted), deferred jobs, active ones; the oldest pending."""
+def queue_state(layout: Layout, now: float | None = None, *, by_type: bool = False) -> Doc:
+    """What waits now: queued files (not yet accepted), deferred jobs, active ones; the oldest pending.
+    ``by_type`` adds ``by_type``: {(state, type): count} of the accepted jobs (for the metrics file)."""
     now = time.time() if now is None else now
     oldest: tuple[float, str | None] | None = None  # (epoch, job id if known)
     queued = 0
@@ -62,6 +63,7 @@ def queue_state(layout: Layout, now: float | None = None) -> Doc:
                     if oldest is None or mtime < oldest[0]:
                         oldest = (mtime, None)
     counts = {"running": 0, "pending": 0}
+    typed: dict[tuple[str, str], int] = {}
     ids = {}
     for name, folder in (("active", layout.active), ("deferred", layout.deferred)):
         with contextlib.suppress(FileNotFoundError):
@@ -74,6 +76,8 @@ def queue_state(layout: Layout, now: float | None = None) -> Doc:
             continue  # just finished (its request is moving), or accepted a moment ago
         state = "pending" if doc.get("status") == "pending" else "running"
         counts[state] += 1
+        key = (state, str(doc.get("type")))
+        typed[key] = typed.get(key, 0) + 1
         created = doc.get("created_at")
         if state == "pending" and isinstance(created, str):
             with contextlib.suppress(ValueError):
@@ -82,12 +86,15 @@ def queue_state(layout: Layout, now: float | None = None) -> Doc:
                     oldest = (when, job_id)
     deferred = sum(1 for v in ids.values() if v == "deferred")
     active = len(ids) - deferred
-    return {
+    out: Doc = {
         "depth": queued + deferred + active, "queued": queued, "deferred": deferred, "active": active,
         "running": counts["running"], "pending": counts["pending"] + queued,
         "oldest_pending_age_s": None if oldest is None else round(max(0.0, now - oldest[0]), 3),
         "oldest_pending_id": None if oldest is None else oldest[1],
     }
+    if by_type:
+        out["by_type"] = typed
+    return out
 
 
 def compute(layout: Layout, *, window_s: float | None, job_type: str | None = None,

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
+from .metrics import METRICS
 from .notify import Notifier
 from .providers import Providers
 from .recovery import recover
@@ -75,6 +76,8 @@ class Settings:
     shard: tuple[int, int] = (0, 1)  # (index, count) of the workers of one `run --workers`: see supervisor
     retention_s: float | None = None  # prune final jobs older than this (`run --retention`), hourly
     prune_interval_s: float = 3600.0
+    metrics_file: Path | None = None  # `run --metrics-file`: node_exporter's textfile format, rewritten
+    metrics_interval_s: float = 5.0
 
 
 @dataclass(order=True)
@@ -93,6 +96,7 @@ class Ready:
 @dataclass
 class Running:
     job_id: str
+    job_type: str
     handler: asyncio.Task[Any] | None = None  # the handler's own task: the one a stop cancels
     stop_reason: str | None = None  # "cancel" | "shutdown"
     in_slot: bool = True  # counts against the concurrency until its handler has returned
@@ -229,12 +233,16 @@ class Worker:
             cancel_poller = loop.create_task(self._poll_cancellations())
             ticker = loop.create_task(self._tick())
             pruner = loop.create_task(self._prune_periodically()) if s.retention_s and s.shard[0] == 0 else None
+            metrics = loop.create_task(self._write_metrics_periodically()) if s.metrics_file else None
             await self._loop(watcher)
             cancel_poller.cancel()
             await self._drain()
             ticker.cancel()
             if pruner is not None:
                 pruner.cancel()
+            if metrics is not None:
+                metrics.cancel()
+                await self._write_metrics()  # the last figures, for a collector that reads after we stop
         finally:
             watcher.stop()
             if self._http is not None:
@@ -298,6 +306,35 @@ class Worker:
                     log.info("pruned %d job(s) finished over %s ago (%.1f MB)", len(out.jobs),
                              _duration(retention_s), out.bytes / 1e6)
             await asyncio.sleep(self.settings.prune_interval_s)
+
+    async def _write_metrics_periodically(self) -> None:
+        """`run --metrics-file`: rewrite the file every few seconds. Reading the queue's state costs a
+        listing (and a stat a queued file): with a deep backlog the interval stretches to keep that cost
+        near 5% of one core."""
+        while True:
+            spent = await self._write_metrics()
+            await asyncio.sleep(max(self.settings.metrics_interval_s, 20 * spent))
+
+    async def _write_metrics(self) -> float:
+        from . import metrics
+        from .stats import queue_state
+
+        path = self.settings.metrics_file
+        assert path is not None
+        began = time.monotonic()
+        try:
+            running: collections.Counter[tuple[str, ...]] = collections.Counter(
+                (slot.job_type,) for slot in self.running.values())
+            gauges = metrics.own_gauges(running)
+            if self.settings.shard[0] == 0:  # the spool's state once, not once per worker of `--workers`
+                gauges |= metrics.spool_gauges(await asyncio.to_thread(partial(queue_state, self.layout,
+                                                                               by_type=True)))
+            target, worker = metrics.file_for(path, self.settings.shard)
+            text = METRICS.render(gauges, worker=worker)
+            await asyncio.to_thread(metrics.write, target, text)
+        except OSError as exc:
+            log.warning("metrics file %s not written: %s", path, exc)
+        return time.monotonic() - began
 
     def reload(self) -> None:
         """SIGHUP: read the providers' configuration again; running jobs carry on."""
@@ -497,6 +534,7 @@ class Worker:
 
     async def _reject(self, path: Path, exc: InvalidRequest, claim: ActiveClaim | None = None) -> None:
         self.stats["rejected"] += 1
+        METRICS.rejected += 1
         job_id = exc.job_id
         log.warning("rejected %s: %s", path.name, exc)
         if job_id is not None and not isinstance(exc, DuplicateJob):
@@ -535,7 +573,7 @@ class Worker:
                         f"duplicate id {item.job_id}: a job with this id is running; this request was not run",
                         job_id=item.job_id)))
                 continue
-            slot = Running(item.job_id)
+            slot = Running(item.job_id, item.request.type)
             self.running[item.job_id] = slot
             self.busy += 1
             asyncio.get_running_loop().create_task(self._process_guarded(item, slot))
@@ -634,6 +672,8 @@ class Worker:
                 await self._reject(item.path, dup, claim)
                 return None
             failpoints.hit("accepted")
+            if req.not_before is None:
+                METRICS.queue_waited(req.type, (now - item.created_at).total_seconds())
             doc = JobStatus(
                 id=item.job_id, type=req.type, status=State.RUNNING, attempt=1, max_attempts=req.max_attempts,
                 priority=req.priority, created_at=item.created_at, started_at=now, attempt_started_at=now,
@@ -648,6 +688,8 @@ class Worker:
         if prev.status.final:  # cancelled while it waited
             claim.finish()
             return None
+        if prev.started_at is None:  # its first attempt (it waited for not_before)
+            METRICS.queue_waited(prev.type, (now - prev.created_at).total_seconds())
         doc = prev.model_copy(update={
             "status": State.RUNNING, "attempt": prev.attempt + 1, "worker": self.worker_id,
             "claim": claim.token, "started_at": prev.started_at or now, "attempt_started_at": now,
@@ -684,6 +726,8 @@ class Worker:
 
     def _record(self, job: Job, outcome: str, at: datetime, error: ErrorInfo | None = None,
                 delay_s: float | None = None) -> list[AttemptRecord]:
+        started = job.doc.attempt_started_at
+        METRICS.attempt_ended(job.doc.type, outcome, None if started is None else (at - started).total_seconds())
         return [*job.doc.history, AttemptRecord(
             attempt=job.doc.attempt, worker=self.worker_id, started_at=job.doc.attempt_started_at, ended_at=at,
             outcome=outcome, error=error, delay_s=None if delay_s is None else round(delay_s, 3))]

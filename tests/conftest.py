@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from jobrunner.sandbox import Sandbox, SandboxConfig
 
 JOBRUNNER = [sys.executable, "-m", "jobrunner"]
 
@@ -178,6 +181,12 @@ def daemons(data: DataDir) -> Iterator[Callable[..., Daemon]]:
     for d in made:
         if d.alive:
             d.kill()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxConfig(key="test-key-" + secrets.token_hex(8))) as sb:
+        yield sb
 
 
 def run_burst(data: DataDir, *args: str, timeout: float = 120,

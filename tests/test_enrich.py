@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import secrets
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from conftest import Daemon, DataDir
 
 from jobrunner import checkpoint
 from jobrunner.layout import Layout
-from jobrunner.sandbox import Faults, Sandbox, SandboxConfig
+from jobrunner.sandbox import Faults, Sandbox
 from jobrunner.sandbox.data import candidates
 
 FAST_CALLS = {"JOBRUNNER_CALL_BACKOFF_S": "0.02", "JOBRUNNER_CALL_MAX_WAIT_S": "5"}
@@ -27,12 +26,6 @@ LAST = ["Abbott", "Barnes", "Cole", "Diaz", "Ellis", "Flores", "Grant", "Hayes",
         "Mason", "Nolan", "Ortiz", "Price", "Quade", "Reyes", "Stone", "Tate"]
 PLACES = [("Austin", "TX", "78701"), ("Denver", "CO", "80202"), ("Miami", "FL", "33101"), ("Boston", "MA", "02108"),
           ("Seattle", "WA", "98101")]
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(key="test-key-" + secrets.token_hex(8))) as sb:
-        yield sb
 
 
 def use(data: DataDir, sb: Sandbox, **extra: str) -> None:

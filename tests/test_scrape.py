@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import JOBRUNNER, Daemon, DataDir
 
-from jobrunner.sandbox import Faults, Sandbox, SandboxConfig
+from jobrunner.sandbox import Faults, Sandbox
 
 FAST_CALLS = {"JOBRUNNER_CALL_BACKOFF_S": "0.05", "JOBRUNNER_CALL_MAX_WAIT_S": "5"}
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(key="test-key-" + secrets.token_hex(8))) as sb:
-        yield sb
 
 
 def provider_env(sb: Sandbox, **extra: str) -> dict[str, str]:

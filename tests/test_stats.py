@@ -4,18 +4,16 @@ real daemon and CLI. Every --json output is checked against its schema here (the
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
-import pytest
 from conftest import Daemon, DataDir, run_burst, wait_for
 
-from jobrunner.sandbox import Sandbox, SandboxConfig
+from jobrunner.sandbox import Sandbox
 
 NUM = {"type": ["number", "null"], "minimum": 0}
 SPREAD = {"type": "object", "required": ["p50", "p95", "max", "count"], "additionalProperties": False,
@@ -241,12 +239,6 @@ def test_a_job_failed_by_recovery_is_in_the_ledger(data: DataDir, daemons: Calla
     data.wait_status("killer", ("failed",))
     wait_for(lambda: stats(data)["errors"] == {"Interrupted": 1}, 10, "the failure in the stats")
     assert [j["id"] for j in listed(data, "--status", "failed", "--type", "crash")] == ["killer"]
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(key="test-key-" + secrets.token_hex(8))) as sb:
-        yield sb
 
 
 def test_leads_per_job_type(data: DataDir, sandbox: Sandbox) -> None:

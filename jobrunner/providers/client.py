@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from .. import joblog
 from ..errors import PermanentError, ProviderRejected, RetryableError, Throttled
+from ..metrics import METRICS
 from .config import SPECS, ProviderConfig, Secret
 from .ratelimit import RateLimiter
 
@@ -167,9 +168,12 @@ class ProviderClient:
                     response = await client.request(method, url, params=params, json=json, headers=headers,
                                                     timeout=self.config.timeout_s)
                 except httpx.TimeoutException as exc:
+                    METRICS.provider_call(self.name, "timeout", waited)
                     raise Transient(f"timed out after {self.config.timeout_s:g}s ({type(exc).__name__})") from None
                 except httpx.TransportError as exc:
+                    METRICS.provider_call(self.name, "network", waited)
                     raise Transient(f"network error: {type(exc).__name__}: {self._masked(str(exc))}") from None
+                METRICS.provider_call(self.name, str(response.status_code), waited)
         return self._read(method, path, response)
 
     def _read(self, method: str, path: str, response: httpx.Response) -> Any:
@@ -207,6 +211,7 @@ class ProviderClient:
 
     def _note_retry(self, state: RetryCallState, method: str, path: str, stats: CallStats) -> None:
         stats.retries += 1
+        METRICS.provider_retries[self.name] += 1
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         log.info("%s %s %s: %s; try %d of %d in %.1fs", self.name, method, path, exc, state.attempt_number + 1,

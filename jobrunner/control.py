@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import index, ledger, status
+from . import index, ledger, status, webhooks
 from .durable import fsync_dir, rename_noreplace, write_tmp
 from .errors import InvalidRequest, JobrunnerError, NotFound
 from .handlers import load_handlers
@@ -134,6 +134,8 @@ def cancel(layout: Layout, job_id: str) -> str:
             else:
                 new = current.model_copy(update={"status": State.CANCELLED, "updated_at": now, "finished_at": now,
                                                  "error": info, "claim": claim.token, "next_attempt_at": None})
+            with contextlib.suppress(OSError):  # a webhook for "cancelled", if the daemon's configuration wants one
+                webhooks.enqueue(layout, job_id, webhooks.requested_url(claim.read()))
             status.save(layout.status(job_id), new, tmp_dir=layout.jobs_tmp)
             index.note(layout, job_id)
             ledger.record(layout, [new])

@@ -17,6 +17,7 @@
     jobs/.tmp/                temp files for atomic status writes
     jobs/.recent              job ids appended at each change of state (a hint for fast listings)
     jobs/.ledger              one line per job that reached a final state, appended (a hint for stats)
+    jobs/.outbox/<id>.json    a webhook to deliver for job <id> (readable by the daemon's user only)
 
 Nothing else in the package builds a path under the data dir by hand.
 """
@@ -126,6 +127,13 @@ class Layout:
         return self.jobs / ".ledger"
 
     @cached_property
+    def outbox(self) -> Path:
+        return self.jobs / ".outbox"
+
+    def outbox_entry(self, job_id: str) -> Path:
+        return self.outbox / f"{job_id}.json"
+
+    @cached_property
     def jobs_tmp(self) -> Path:
         return self.jobs / ".tmp"
 
@@ -173,6 +181,7 @@ class Layout:
                 self.jobs_tmp,
             ):
                 path.mkdir(parents=True, exist_ok=True)
+            self.outbox.mkdir(mode=0o700, exist_ok=True)  # entries hold webhook URLs, which may hold tokens
         except OSError as exc:
             raise ConfigError(f"data dir {self.root} is not usable: {exc.strerror or exc}") from exc
 

@@ -26,7 +26,7 @@ import os
 import time
 from datetime import timedelta
 
-from . import failpoints, index, ledger, status
+from . import failpoints, index, ledger, status, webhooks
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
 from .metrics import METRICS
@@ -126,6 +126,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
                                      ended_at=at, outcome="interrupted", error=err))
         new = doc.model_copy(update={**common, "status": State.FAILED, "error": err, "finished_at": at,
                                      "history": history, "next_attempt_at": None})
+        webhooks.enqueue(layout, doc.id, webhooks.requested_url(claim.read()))  # before the status: see there
         status.save(layout.status(doc.id), new, tmp_dir=layout.jobs_tmp)
         index.note(layout, doc.id)
         ledger.record(layout, [new])

@@ -45,6 +45,18 @@ class JobRequest(BaseModel):
     timeout_s: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600, description="Time limit for one attempt, in seconds."
     )
+    notify_url: str | None = Field(
+        default=None, max_length=2048,
+        description="POST the job's final status here when it completes or fails (http or https; see the "
+        "README's webhooks). Overrides the configured URL for the job's type.",
+    )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _check_notify_url(cls, value: str | None) -> str | None:
+        from .webhooks import check_url
+
+        return None if value is None else check_url(value)
 
     @field_validator("id")
     @classmethod

@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import failpoints, index, joblog, ledger, status
+from . import failpoints, index, joblog, ledger, status, webhooks
 from .checkpoint import StepStore
 from .context import JobContext
 from .durable import Committer
@@ -51,6 +51,7 @@ from .retry import RetryPolicy, decide, is_retryable
 from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id
 from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
 from .watcher import SpoolWatcher
+from .webhooks import Outbox, WebhookConfig
 
 if TYPE_CHECKING:
     import httpx
@@ -110,10 +111,11 @@ class Running:
 class Job:
     """One attempt in memory: the latest status, the writes that record it, and the owned request."""
 
-    def __init__(self, worker: Worker, doc: JobStatus, claim: ActiveClaim) -> None:
+    def __init__(self, worker: Worker, doc: JobStatus, claim: ActiveClaim, notify_url: str | None = None) -> None:
         self.worker = worker
         self.doc = doc
         self.claim = claim
+        self.notify_url = notify_url  # the request's own webhook URL
         self.path = worker.layout.status(doc.id)
         self.lock = asyncio.Lock()
         self.final = False
@@ -161,6 +163,10 @@ class Job:
             with contextlib.suppress(OSError):
                 await self.flush_task
         noted, job_id = self.worker.noted, self.doc.id
+        webhook = self.worker.webhooks.wanted(self.doc.type, changes.get("status"), self.notify_url)
+        if webhook:  # the delivery is on disk before the final status is (this batch's syncs persist it)
+            await self.worker.writer.replace(self.worker.layout.outbox_entry(job_id),
+                                             webhooks.entry(job_id, self.notify_url), durable=False)
 
         def after_durable() -> None:
             noted.append(job_id)  # in jobs/.recent at the end of the batch, in one append
@@ -168,6 +174,8 @@ class Job:
                 self.worker.finished.append(self.doc)  # and in jobs/.ledger
             failpoints.hit("before-move")
             move()
+            if webhook:
+                self.worker.webhooks.kick(job_id)
 
         async with self.lock:
             self.doc = self.doc.model_copy(update={**changes, "updated_at": status.now()})
@@ -193,6 +201,7 @@ class Worker:
         self.seq = itertools.count()
         self.next_deferred_due: float | None = None
         self.deferred_changed = True  # set by the watcher too: a client may put a job back (retry)
+        self.outbox_changed = False
         self.last_deferred_scan = 0.0
         self.last_recover = 0.0
         self._http: httpx.AsyncClient | None = None
@@ -212,6 +221,7 @@ class Worker:
         self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
         self.providers = Providers()  # reads the providers' configuration: a bad file stops us here
+        self.webhooks = Outbox(self.layout, WebhookConfig.load())
         self.writer.after_batch = self._note_changed
         self.notifier = Notifier()
         joblog.install()
@@ -225,6 +235,7 @@ class Worker:
             watcher.start()
         try:
             await self._recover()
+            self.webhooks.scan()  # deliveries an earlier daemon did not finish
             await self._fill()
             log.info("ready: worker %s on %s (concurrency %d, types: %s)", self.worker_id,
                      self.layout.root, s.concurrency, ", ".join(sorted(self.handlers)))
@@ -245,6 +256,7 @@ class Worker:
                 await self._write_metrics()  # the last figures, for a collector that reads after we stop
         finally:
             watcher.stop()
+            await self.webhooks.aclose()
             if self._http is not None:
                 await self._http.aclose()
             await self.providers.aclose()
@@ -341,6 +353,7 @@ class Worker:
         self.notifier.reloading()
         try:
             self.providers.reload()
+            self.webhooks.config = WebhookConfig.load()
         except JobrunnerError as exc:
             log.error("reload failed, the configuration in use is unchanged: %s", exc)
         else:
@@ -378,11 +391,15 @@ class Worker:
                 watcher.ensure_alive()
             if time.monotonic() - self.last_recover >= s.recover_interval_s:
                 await self._recover()
+            if self.outbox_changed or time.monotonic() - self.webhooks.last_scan >= webhooks.SCAN_INTERVAL_S:
+                self.outbox_changed = False
+                self.webhooks.scan()
             await self._fill()
             self._start_ready()
 
     def _deferred_event(self) -> None:
         self.deferred_changed = True
+        self.outbox_changed = True  # `jobrunner cancel` of a waiting job may have recorded a webhook
         self.wake.set()
 
     def _deferred_due_now(self) -> bool:
@@ -397,6 +414,7 @@ class Worker:
             return
         if handled:
             self.deferred_changed = True
+            self.webhooks.scan()  # a job recovery failed may have a delivery to make
 
     # ------------------------------------------------------------------ finding and claiming work
     def _room(self) -> int:
@@ -680,7 +698,7 @@ class Worker:
                 updated_at=now, worker=self.worker_id, claim=claim.token, source=item.path.name,
                 metadata=req.metadata,
             )
-            return Job(self, doc, claim)
+            return Job(self, doc, claim, req.notify_url)
         claim = self.spool.take(self.layout.deferred, item.job_id, due_by=time.time())
         if claim is None:
             return None  # another daemon took it, or it was cancelled or rescheduled meanwhile
@@ -695,7 +713,7 @@ class Worker:
             "claim": claim.token, "started_at": prev.started_at or now, "attempt_started_at": now,
             "next_attempt_at": None, "updated_at": now,
         })
-        return Job(self, doc, claim)
+        return Job(self, doc, claim, req.notify_url)
 
     def _existing(self, job_id: str) -> DuplicateJob | None:
         """The error for a request whose id has a status file already (readable or not), else None."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import JOBRUNNER, Daemon, DataDir, wait_for
-from test_scrape import provider_env, sandbox, scrape  # noqa: F401 - sandbox is a fixture
+from test_scrape import provider_env, scrape
 
 from jobrunner import joblog
 from jobrunner.layout import Layout
@@ -86,7 +86,7 @@ def test_follow_prints_lines_as_they_come_and_exits_when_final(data: DataDir, da
 
 
 def test_provider_retries_are_in_the_log_without_the_key(data: DataDir, daemons: Callable[..., Daemon],
-                                                        sandbox: Sandbox) -> None:  # noqa: F811
+                                                        sandbox: Sandbox) -> None:
     key = sandbox.env()["JOBRUNNER_LINKEDIN_KEY"]
     sandbox.set_faults(Faults(error_rate=0.5))
     data.extra_env.update(provider_env(sandbox))

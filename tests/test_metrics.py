@@ -108,14 +108,14 @@ def test_each_worker_writes_its_own_file_with_its_label(data: DataDir, daemons: 
 
     def counted() -> bool:
         return all(f.exists() for f in files) and sum(
-            total(read_metrics(f)[0], "jobrunner_jobs_finished_total") for f in files) == 20
+            total(read_metrics(f)[0], "jobrunner_jobs_finished_total") for f in files) == 20 \
+            and value(read_metrics(files[0])[0], "jobrunner_queue_files", worker="0") == 0
 
-    wait_for(counted, 20, "both workers' files to count the 20 jobs")
+    wait_for(counted, 20, "both workers' files to count the 20 jobs, and worker 0's an empty queue")
     first, second = (read_metrics(f)[0] for f in files)
     assert {dict(ls).get("worker") for (_, ls) in first} == {"0"}
     assert {dict(ls).get("worker") for (_, ls) in second} == {"1"}
-    assert value(first, "jobrunner_queue_files", worker="0") == 0  # the spool's state: worker 0 only
-    assert not any(n == "jobrunner_queue_files" for n, _ in second)
+    assert not any(n == "jobrunner_queue_files" for n, _ in second)  # the spool's state: worker 0 only
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0
 

@@ -142,7 +142,7 @@ def call_policy(environ: Mapping[str, str] | None = None) -> CallPolicy:
     from .client import CallPolicy
 
     env = os.environ if environ is None else environ
-    table = _read_file(env.get(CONFIG_ENV), "calls")
+    table = read_table(env.get(CONFIG_ENV), "calls")
     default = CallPolicy()
 
     def value(var: str, key: str, fallback: float) -> float:
@@ -169,7 +169,7 @@ def env_name(provider: str, what: str) -> str:
 def load(environ: Mapping[str, str] | None = None) -> dict[str, ProviderConfig]:
     """Every provider's configuration. A config file that is named but unreadable is a ConfigError."""
     env = os.environ if environ is None else environ
-    table = _read_file(env.get(CONFIG_ENV))
+    table = read_table(env.get(CONFIG_ENV))
     creds = env.get("CREDENTIALS_DIRECTORY")
     out = {}
     for name, spec in SPECS.items():
@@ -177,7 +177,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, ProviderConfig]:
         if not isinstance(section, dict):
             raise ConfigError(f"{env.get(CONFIG_ENV)}: [providers.{name}] must be a table")
         where = f"[providers.{name}]"
-        key = env.get(env_name(name, "KEY")) or _credential(creds, f"{name}_key") or section.get("key")
+        key = env.get(env_name(name, "KEY")) or credential(creds, f"{name}_key") or section.get("key")
         if key is not None and not isinstance(key, str):
             raise ConfigError(f"{where}: key must be a string")
         rate_text = env.get(env_name(name, "RATE")) or section.get("rate")
@@ -201,7 +201,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, ProviderConfig]:
     return out
 
 
-def _read_file(path: str | None, table: str = "providers") -> dict[str, Any]:
+def read_table(path: str | None, table: str = "providers") -> dict[str, Any]:
+    """One top-level table of the config file at ``path`` (empty without a file or without the table)."""
     if not path:
         return {}
     try:
@@ -217,7 +218,8 @@ def _read_file(path: str | None, table: str = "providers") -> dict[str, Any]:
     return section
 
 
-def _credential(directory: str | None, name: str) -> str | None:
+def credential(directory: str | None, name: str) -> str | None:
+    """A systemd credential's value (a file in ``$CREDENTIALS_DIRECTORY``), or None."""
     if not directory:
         return None
     try:

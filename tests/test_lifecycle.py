@@ -263,3 +263,18 @@ def test_a_job_that_kills_the_daemon_runs_out_of_attempts(data: DataDir, daemons
     data.drop("ok.json", {"type": "noop", "id": "after"})
     assert run_burst(data).returncode == 0
     assert data.status("after")["status"] == "completed"
+
+
+def test_a_flood_of_quick_jobs_is_logged_in_summary_lines_and_failures_one_by_one(data: DataDir) -> None:
+    for i in range(300):
+        data.drop(f"{i:03d}.json", {"type": "noop", "id": f"q{i:03d}"})
+    data.drop("bad.json", {"type": "flaky", "id": "bad", "permanent": True})
+    out = run_burst(data, "--concurrency", "64")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    one_by_one = [line for line in lines if "] completed noop in " in line]
+    summaries = [int(line.split("completed ", 1)[1].split(" more", 1)[0].replace(",", ""))
+                 for line in lines if " more job(s) in the last " in line]
+    assert len(one_by_one) + sum(summaries) == 300  # every job is told, in a line of its own or in a count
+    assert len(one_by_one) < 300 and summaries  # not a line each: they came faster than a person reads
+    assert sum(1 for line in lines if "[bad] failed: PermanentError" in line) == 1

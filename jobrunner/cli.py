@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from . import spans
 from .errors import ConfigError, JobrunnerError, NotFound
 from .layout import DATA_DIR_ENV, Layout
 
@@ -296,18 +297,8 @@ def _ago(value: str | None) -> str:
         return "-"
     secs = (datetime.now(UTC) - when).total_seconds()
     if secs < 0:
-        return f"in {_span(-secs)}"
-    return f"{_span(secs)} ago"
-
-
-def _span(secs: float) -> str:
-    if secs < 60:
-        return f"{secs:.0f}s"
-    if secs < 3600:
-        return f"{secs / 60:.0f}m"
-    if secs < 86400:
-        return f"{secs / 3600:.1f}h"
-    return f"{secs / 86400:.1f}d"
+        return f"in {spans.short(-secs)}"
+    return f"{spans.short(secs)} ago"
 
 
 def _progress(doc: Doc) -> str:

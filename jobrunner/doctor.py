@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .layout import DATA_DIR_ENV, Layout, is_spool_name
+from .spans import short
 
 __all__ = ["Check", "exit_code", "render", "run_checks", "to_json"]
 
@@ -323,7 +324,7 @@ def _check_daemon(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
     dead = [d for d in daemons if d.state == "dead"]
     unknown = [d for d in daemons if d.state == "unknown"]
     if alive:
-        shown = ", ".join(f"pid {d.pid if d.pid is not None else '?'}, heartbeat {_span(now - d.heartbeat)} ago"
+        shown = ", ".join(f"pid {d.pid if d.pid is not None else '?'}, heartbeat {short(now - d.heartbeat)} ago"
                           for d in alive[:4])
         more = f", and {len(alive) - 4} more" if len(alive) > 4 else ""
         f.add(f"{len(alive)} running ({shown}{more})")
@@ -333,10 +334,10 @@ def _check_daemon(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
                 continue
             pid = d.pid if d.pid is not None else "PID"
             if d.proc_state == "T":
-                f.add(f"pid {pid} is stopped (SIGSTOP or a debugger): no heartbeat for {_span(age)}", "warning",
+                f.add(f"pid {pid} is stopped (SIGSTOP or a debugger): no heartbeat for {short(age)}", "warning",
                       f"let it go on: kill -CONT {pid}")
                 continue
-            f.add(f"pid {pid}: last heartbeat {_span(age)} ago: hung? (systemd's watchdog restarts it; else kill "
+            f.add(f"pid {pid}: last heartbeat {short(age)} ago: hung? (systemd's watchdog restarts it; else kill "
                   "it)", "warning",
                   f"if it runs under systemd with WatchdogSec=, it is restarted by itself; else kill {pid} (it "
                   f"drains and exits; kill -9 {pid} if it has not after its drain timeout) and start it again: "
@@ -518,11 +519,11 @@ def _check_stuck(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
     if not alive:
         parts = []
         if w.queued:
-            parts.append(f"{len(w.queued)} queued (oldest {_span(now - w.queued[0][0])})")
+            parts.append(f"{len(w.queued)} queued (oldest {short(now - w.queued[0][0])})")
         if w.dead_claimed:
             parts.append(f"{w.dead_claimed} claimed by a stopped daemon")
         if w.deferred_due:
-            parts.append(f"{len(w.deferred_due)} deferred and due (oldest due {_span(now - w.deferred_due[0][0])} "
+            parts.append(f"{len(w.deferred_due)} deferred and due (oldest due {short(now - w.deferred_due[0][0])} "
                          "ago)")
         if w.orphans:
             parts.append(f"{_count(len(w.orphans), 'orphaned active job')} ({_list(w.orphans)}: a daemon died "
@@ -542,11 +543,11 @@ def _check_stuck(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
     waiting = sorted([(since, name) for since, name, _ in w.queued] + w.claimed)
     old = [x for x in waiting if now - x[0] > STUCK_AFTER_S]
     if waiting and not old:
-        f.add(f"{len(waiting)} queued, being taken (oldest {_span(now - waiting[0][0])})")
+        f.add(f"{len(waiting)} queued, being taken (oldest {short(now - waiting[0][0])})")
     suspects: dict[Path, list[os.stat_result]] = {}  # folders a daemon should have taken files from
     if old:
         f.add(f"{len(old)} queued for over {STUCK_AFTER_S:.0f} s (oldest {_clean(old[0][1])}, "
-              f"{_span(now - old[0][0])})", "warning")
+              f"{short(now - old[0][0])})", "warning")
         stuck_in_queue = [st for since, _, st in w.queued if now - since > STUCK_AFTER_S]
         if stuck_in_queue:
             suspects[layout.queue] = stuck_in_queue
@@ -558,7 +559,7 @@ def _check_stuck(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
         f.add(f"{len(w.deferred_due)} deferred and due, being taken")
     if old_due:
         f.add(f"{_count(len(old_due), 'deferred job')} due for over {STUCK_AFTER_S:.0f} s (oldest "
-              f"{_clean(old_due[0][1])}, due {_span(now - old_due[0][0])} ago)", "warning")
+              f"{_clean(old_due[0][1])}, due {short(now - old_due[0][0])} ago)", "warning")
         suspects[layout.deferred] = []
     if old or old_due:
         _why_not_taken(f, suspects, alive, w, now)
@@ -600,7 +601,7 @@ def _next_due(layout: Layout, w: _Waiting, now: float) -> str | None:
         elif doc and not doc.get("started_at"):
             why = ", waiting for its not_before"
     return (f"{len(w.deferred_later)} deferred, not due yet: next {_clean(job_id)} at {_iso(due)} "
-            f"(in {_span(due - now)}{why})")
+            f"(in {short(due - now)}{why})")
 
 
 def _why_not_taken(f: _Findings, folders: dict[Path, list[os.stat_result]], alive: list[_Daemon], w: _Waiting,
@@ -885,17 +886,6 @@ def _clean(text: str) -> str:
     """A file name or a reason as one printable line: control characters (a newline, an escape sequence in
     a name a client chose) are shown escaped, never sent to the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _span(secs: float) -> str:
-    secs = max(0.0, secs)
-    if secs < 60:
-        return f"{secs:.0f}s"
-    if secs < 3600:
-        return f"{secs / 60:.0f}m"
-    if secs < 86400:
-        return f"{secs / 3600:.1f}h"
-    return f"{secs / 86400:.1f}d"
 
 
 def _iso(ts: float) -> str:

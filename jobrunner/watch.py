@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from . import listing
 from .errors import NotFound
 from .layout import Layout, is_spool_name
+from .spans import span
 
 Doc = dict[str, Any]
 FINAL = listing.FINAL
@@ -57,20 +58,6 @@ def _epoch(value: object) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
-
-
-def span(secs: float) -> str:
-    """A short duration: 45s, 3m20s, 2h05m, 1d4h."""
-    secs = max(0.0, secs)
-    if secs < 10:
-        return f"{secs:.1f}s"
-    if secs < 60:
-        return f"{secs:.0f}s"
-    if secs < 3600:
-        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
-    if secs < 86400:
-        return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
-    return f"{int(secs // 86400)}d{int(secs % 86400 // 3600)}h"
 
 
 def _rate_text(rate: float) -> str:

@@ -12,8 +12,9 @@ id, and the request's ``notify_url`` if it has one) *before* the final status, i
 precedes it, so a job that is final on disk always has its delivery on disk too, through any crash. A
 configured URL is looked up when the delivery is made, so it is never copied into the data dir. Once
 the status is durable a task posts it; the entry is deleted when the receiver answers 2xx, or when the
-delivery gives up. Entries left by a daemon that died are posted by the next scan (at start-up and every
-30 s), by whichever daemon first takes the entry's flock. Receivers de-duplicate by the
+delivery gives up. Entries from elsewhere (a daemon that died, `jobrunner cancel`) are posted by the next
+scan (at start-up, when the watched outbox changes, and every 30 s), by whichever daemon first takes the
+entry's flock. Receivers de-duplicate by the
 ``X-Jobrunner-Delivery`` header, which is the same on every try of one delivery.
 
 A delivery is retried (tenacity) on network errors, timeouts, 408, 425, 429 and 5xx, with exponential
@@ -208,8 +209,15 @@ class Outbox:
             if name.endswith(".json"):
                 self.kick(name[: -len(".json")])
 
+    async def settle(self, timeout_s: float) -> None:
+        """At exit, after the drain: give deliveries under way a few seconds to land (a `run --burst` from
+        cron posts its jobs' webhooks before it exits, unless a receiver is slow or down)."""
+        tasks = list(self.in_flight.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
     async def aclose(self) -> None:
-        """At exit: deliveries under way stop; their entries stay for the next start."""
+        """At exit: deliveries still under way stop; their entries stay for the next start."""
         for task in list(self.in_flight.values()):
             task.cancel()
         for task in list(self.in_flight.values()):

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobrunner.worker")
 
+WEBHOOK_GRACE_S = 5.0  # how long a stopping daemon waits for webhooks under way (the rest: next start)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -231,7 +233,8 @@ class Worker:
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.watcher = watcher = SpoolWatcher({self.layout.queue: _ThreadWake(loop, self.wake.set),
-                                               self.layout.deferred: _ThreadWake(loop, self._deferred_event)})
+                                               self.layout.deferred: _ThreadWake(loop, self._deferred_event),
+                                               self.layout.outbox: _ThreadWake(loop, self._outbox_event)})
         if s.watch:
             watcher.start()
         try:
@@ -249,6 +252,7 @@ class Worker:
             await self._loop(watcher)
             cancel_poller.cancel()
             await self._drain()
+            await self.webhooks.settle(WEBHOOK_GRACE_S)
             ticker.cancel()
             if pruner is not None:
                 pruner.cancel()
@@ -402,7 +406,11 @@ class Worker:
 
     def _deferred_event(self) -> None:
         self.deferred_changed = True
-        self.outbox_changed = True  # `jobrunner cancel` of a waiting job may have recorded a webhook
+        self.wake.set()
+
+    def _outbox_event(self) -> None:
+        """A delivery was recorded: by us (already being made), or by `jobrunner cancel` or a peer's recovery."""
+        self.outbox_changed = True
         self.wake.set()
 
     def _deferred_due_now(self) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, DataDir, wait_for
+from conftest import Daemon, DataDir, run_burst, wait_for
 
 
 class Receiver:
@@ -168,7 +168,7 @@ def test_cancelled_is_posted_only_when_configured(data: DataDir, daemons: Callab
     daemon = daemons()
     data.wait_status("p", ("pending",))
     assert data.cli("cancel", "p").returncode == 0  # `jobrunner cancel` records the delivery; the daemon posts it
-    wait_for(lambda: receiver.posts("/p"), 40, "the cancelled job's webhook")
+    wait_for(lambda: receiver.posts("/p"), 10, "the cancelled job's webhook (seen by the watch, not the 30 s scan)")
     assert json.loads(receiver.posts("/p")[0]["body"])["event"] == "job.cancelled"
     assert daemon.term() == 0
 
@@ -185,3 +185,13 @@ def test_a_bad_webhook_configuration_stops_the_daemon_with_78(data: DataDir, tmp
     fast(data, tmp_path, events=["completed", "finished"])
     out = data.cli("run", "--burst")
     assert out.returncode == 78 and "choose from completed, failed, cancelled" in out.stderr, out.stderr
+
+
+def test_a_burst_run_posts_its_jobs_webhooks_before_it_exits(data: DataDir, receiver: Receiver, tmp_path: Path) -> None:
+    fast(data, tmp_path)
+    for i in range(5):
+        data.drop(f"{i}.json", {"type": "noop", "id": f"b{i}", "notify_url": f"{receiver.url}/b{i}"})
+    out = run_burst(data)
+    assert out.returncode == 0, out.stderr
+    assert sorted(g["path"] for g in receiver.got) == [f"/b{i}" for i in range(5)]  # all of them, already
+    assert not any(data.jobs.joinpath(".outbox").iterdir())

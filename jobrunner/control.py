@@ -86,6 +86,16 @@ def _queued_ids(layout: Layout, job_id: str) -> list[str]:
     return names
 
 
+def queued_request(layout: Layout, job_id: str) -> dict[str, object] | None:
+    """The request of a job still waiting in queue/ (dropped, not yet taken by a daemon), or None. Reads
+    every file in the queue: for a job a client has just submitted, while no daemon runs."""
+    validate_id(job_id)
+    for name in _queued_ids(layout, job_id):
+        with contextlib.suppress(OSError, InvalidRequest):
+            return decode((layout.queue / name).read_bytes())
+    return None
+
+
 @contextlib.contextmanager
 def _acting_as_worker(layout: Layout) -> Iterator[Spool]:
     """Hold a worker lock of our own while we own a request, like a daemon does."""

@@ -1,0 +1,41 @@
+"""`jobrunner serve`: the app under uvicorn, on a socket bound here so that port 0 works and the address
+actually listened on is printed (``listening: http://127.0.0.1:PORT``, a line tests and scripts wait for).
+Stops cleanly on SIGTERM and SIGINT (uvicorn's own handlers: in-flight requests finish)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+
+from .config import WebConfig, check
+
+log = logging.getLogger("jobrunner.web")
+
+
+def serve(config: WebConfig, *, access_log: bool = True) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    check(config)
+    family = socket.AF_INET6 if ":" in config.bind.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.bind.host, config.bind.port))
+    except OSError as exc:
+        from ..errors import ConfigError
+
+        sock.close()
+        raise ConfigError(f"cannot listen on {config.bind.url()}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(config), log_config=None, access_log=access_log, server_header=False, lifespan="off",
+        http="h11", loop="asyncio", timeout_graceful_shutdown=5, h11_max_incomplete_event_size=64 * 1024))
+    who = "a bearer token required" if config.token else "no token: loopback clients only"
+    print(f"listening: {config.bind.url(port)} ({who}; data dir {config.layout.root})", file=sys.stderr, flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+    return 0

@@ -21,7 +21,7 @@ log = logging.getLogger("jobrunner.web")
 
 
 def _answer(request: Request, status: int, message: str) -> Response:
-    if request.url.path.startswith("/api/"):
+    if request.url.path == "/api" or request.url.path.startswith("/api/"):
         return api.failure(status, message)
     return PlainTextResponse(message + "\n", status_code=status)
 

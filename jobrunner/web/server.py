@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 
@@ -37,5 +38,9 @@ def serve(config: WebConfig, *, access_log: bool = True) -> int:
         http="h11", loop="asyncio", timeout_graceful_shutdown=5, h11_max_incomplete_event_size=64 * 1024))
     who = "a bearer token required" if config.token else "no token: loopback clients only"
     print(f"listening: {config.bind.url(port)} ({who}; data dir {config.layout.root})", file=sys.stderr, flush=True)
+    # uvicorn handles SIGTERM/SIGINT itself (a graceful stop), then raises the signal again for the handler
+    # that was there before it: with this one in place, a stop that was asked for is a clean exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     asyncio.run(server.serve(sockets=[sock]))
     return 0

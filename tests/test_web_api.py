@@ -485,7 +485,7 @@ def test_every_answer_carries_the_security_headers(http: httpx.Client) -> None:
         assert "script-src 'self'" in headers["content-security-policy"], path
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
-        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["referrer-policy"] == "same-origin"
     assert http.get("/api/jobs").headers["cache-control"] == "no-store"
 
 

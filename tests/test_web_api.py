@@ -525,8 +525,18 @@ def test_token_from_a_file_and_from_a_systemd_credential(data: DataDir, tmp_path
         assert re.search(r"listening: \S+ \(a bearer token required", server.output())
 
 
-def test_sigterm_stops_the_server_cleanly(web: WebServer) -> None:
+def test_the_access_log_keeps_requests_but_not_the_dashboards_polling_and_sigterm_stops_cleanly(
+        web: WebServer) -> None:
     with web.client() as client:
+        for _ in range(3):
+            assert client.get("/fragments/panel").status_code == 200
+            assert client.get("/static/app.css").status_code == 200
+        assert client.get("/fragments/nothing").status_code == 404
         assert client.get("/api/jobs").status_code == 200
+        assert client.post("/api/jobs", json={"type": "noop"}).status_code == 202
     assert web.stop() == 0
     wait_for(lambda: not web.alive, 5, "the server to exit")
+    log = web.output()
+    assert '"GET /api/jobs HTTP/1.1" 200' in log and '"POST /api/jobs HTTP/1.1" 202' in log, log
+    assert '"GET /fragments/nothing HTTP/1.1" 404' in log  # a failure is kept
+    assert "/fragments/panel" not in log and "/static/app.css" not in log, log

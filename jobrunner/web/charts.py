@@ -21,19 +21,22 @@ def rates_svg(doc: dict[str, Any]) -> str:
              f'<text class="tick" x="{PAD - 4}" y="{PAD}" text-anchor="end">{most}</text>',
              f'<text class="tick" x="{PAD - 4}" y="{HEIGHT}" text-anchor="end">0</text>']
     for i, b in enumerate(buckets):
+        if not b["total"]:
+            continue
         x = PAD + i * slot + (slot - bar) / 2
         y = float(HEIGHT)
+        rate = b["success_rate"]
+        hover = (f"{_short(b['start'])}: {b['completed']} completed, {b['failed']} failed, {b['cancelled']} cancelled"
+                 + (f" ({rate:.0%} success)" if rate is not None else ""))
+        parts.append(f"<g><title>{escape(hover)}</title>")
         for state in ("completed", "failed", "cancelled"):
             count = b[state]
             if not count:
                 continue
             h = (HEIGHT - PAD) * count / most
             y -= h
-            parts.append(f'<rect class="bar-{state}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}">'
-                         f'<title>{escape(b["start"])}: {count} {state}</title></rect>')
-        rate = b["success_rate"]
-        if rate is not None:
-            parts.append(f'<title>{escape(b["start"])}: {rate:.0%} success</title>')
+            parts.append(f'<rect class="bar-{state}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}"/>')
+        parts.append("</g>")
     first, last = (buckets[0]["start"], buckets[-1]["end"]) if buckets else ("", "")
     parts.append(f'<text class="tick" x="{PAD}" y="{HEIGHT + 16}">{escape(_short(first))}</text>')
     parts.append(f'<text class="tick" x="{WIDTH - PAD}" y="{HEIGHT + 16}" text-anchor="end">'

@@ -13,6 +13,18 @@ import sys
 from .config import WebConfig, check
 
 log = logging.getLogger("jobrunner.web")
+MAX_CONNECTIONS = 200  # connections and requests at once; beyond, 503 (a bound on threads and memory)
+
+
+def _quiet_refreshes(record: logging.LogRecord) -> bool:
+    """Leave out of the access log the dashboard's own polling (a fragment or an asset fetched fine every
+    few seconds by each open page, which would bury the requests that matter) and keep the rest."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 5:
+        method, path, status = args[1], str(args[2]), args[4]
+        if method == "GET" and status in (200, 304) and path.startswith(("/fragments/", "/static/")):
+            return False
+    return True
 
 
 def serve(config: WebConfig, *, access_log: bool = True) -> int:
@@ -37,7 +49,9 @@ def serve(config: WebConfig, *, access_log: bool = True) -> int:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), log_config=None, access_log=access_log, server_header=False, lifespan="off",
-        http="h11", loop="asyncio", timeout_graceful_shutdown=5, h11_max_incomplete_event_size=64 * 1024))
+        http="h11", loop="asyncio", timeout_graceful_shutdown=5, h11_max_incomplete_event_size=64 * 1024,
+        limit_concurrency=MAX_CONNECTIONS))
+    logging.getLogger("uvicorn.access").addFilter(_quiet_refreshes)
     who = "a bearer token required" if config.token else "no token: loopback clients only"
     print(f"listening: {config.bind.url(port)} ({who}; data dir {config.layout.root})", file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM/SIGINT itself (a graceful stop), then raises the signal again for the handler

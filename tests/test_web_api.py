@@ -287,6 +287,29 @@ def test_cancel_a_running_a_waiting_and_a_finished_job(
     assert_failure(http.get("/api/jobs/runs/cancel"), 405, "method not allowed")
 
 
+def test_cancel_a_job_still_in_the_queue_with_no_daemon_running(data: DataDir, http: httpx.Client) -> None:
+    assert http.post("/api/jobs", json={"type": "noop", "id": "never-taken"}).status_code == 202
+    assert http.get("/api/jobs/never-taken").json()["queued"] is True
+    answer = http.post("/api/jobs/never-taken/cancel")
+    assert (answer.status_code, answer.json()["status"]) == (200, "cancelled")
+    assert data.status("never-taken")["status"] == "cancelled"  # type: ignore[index]
+    assert queued_requests(data) == []
+    assert http.get("/api/jobs/status", params={"jobId": "never-taken"}).json()["job"]["status"] == "cancelled"
+
+
+def test_a_spool_the_server_cannot_write_into_is_503(data: DataDir, http: httpx.Client) -> None:
+    staging = data.queue / ".tmp"
+    staging.mkdir(exist_ok=True)
+    staging.rename(data.root / "staging-aside")
+    staging.write_text("a file where the staging folder should be")  # refused even to root
+    try:
+        assert_failure(http.post("/api/jobs", json={"type": "noop"}), 503, "not usable")
+    finally:
+        staging.unlink()
+        (data.root / "staging-aside").rename(staging)
+    assert http.post("/api/jobs", json={"type": "noop"}).status_code == 202
+
+
 def test_retry_a_failed_job_runs_it_again_and_other_states_are_409(
         data: DataDir, http: httpx.Client, daemons: Callable[..., Daemon]) -> None:
     daemons()

@@ -2,7 +2,8 @@
 JSON lines), every failure ``{"success": false, "error": "..."}`` with its status: 400 a bad request or
 query, 401 no or a wrong token, 403 refused as cross-site, 404 no such job (or route), 405 wrong method,
 409 refused by the job's state (a duplicate id, cancelling a finished job, retrying a running one), 413
-a body over the limit, 415 a body that is not JSON (or CSV where one is taken).
+a body over the limit, 415 a body that is not JSON (or CSV where one is taken), 503 the spool cannot be
+written (permissions, a full disk).
 
 Submitting writes a request file into the spool with ``control.submit``, exactly as `jobrunner submit`
 does; cancel and retry are ``control.cancel`` and ``control.retry``, as the CLI's. The server never talks
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import control, leads, listing, results, stats
-from ..errors import DuplicateJob, InvalidRequest, JobrunnerError, NotFound
+from ..errors import ConfigError, DuplicateJob, InvalidRequest, JobrunnerError, NotFound
 from ..layout import Layout, validate_id
 from ..request import decode
 from . import legacy, lookup
@@ -54,6 +55,8 @@ def status_of(exc: Exception) -> int:
         return 400
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, ConfigError):
+        return 503  # the data dir is not usable: nothing the request can change
     return 409  # a JobrunnerError: the job's state refuses it
 
 
@@ -106,7 +109,10 @@ def _submit(layout: Layout, req: Doc) -> str:
         validate_id(job_id)
         if lookup.find(layout, job_id) is not None:
             raise DuplicateJob(f"a job with id {job_id!r} exists already; an id runs once")
-    return control.submit(layout, json.dumps(req, ensure_ascii=False).encode()).job_id
+    try:
+        return control.submit(layout, json.dumps(req, ensure_ascii=False).encode()).job_id
+    except OSError as exc:  # the server's user may not write into the spool (or the disk is full)
+        raise Problem(503, f"cannot drop the request into the spool: {exc.strerror or exc}") from None
 
 
 async def _accepted(request: Request, req: Doc) -> JSONResponse:

@@ -512,6 +512,22 @@ def test_every_answer_carries_the_security_headers(http: httpx.Client) -> None:
     assert http.get("/api/jobs").headers["cache-control"] == "no-store"
 
 
+def test_pages_escape_what_a_job_carries(data: DataDir, http: httpx.Client, daemons: Callable[..., Daemon]) -> None:
+    daemons()
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    http.post("/api/jobs", json={"type": "noop", "id": "html-in-it", "metadata": {"note": evil, evil: 1}})
+    data.wait_status("html-in-it")
+    for path in ("/jobs/html-in-it", "/fragments/job/html-in-it", "/runs?q=html", "/", "/fragments/panel"):
+        page = http.get(path)
+        assert page.status_code == 200, path
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+    assert "&lt;script&gt;alert(" in http.get("/jobs/html-in-it").text
+    assert_failure(http.get("/api/jobs", params={"q": '"><script>'}), 400, "search by id")
+    assert http.get("/runs", params={"q": '"><script>'}).status_code == 400
+    assert http.get("/jobs/%3Cscript%3E").status_code == 400
+    assert "<script>" not in http.get("/jobs/%3Cscript%3E").text
+
+
 # --------------------------------------------------------------------------------------------- configuration
 def serve(data: DataDir, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*JOBRUNNER, "serve", *args], env={**data.env, **(env or {})}, capture_output=True,

@@ -297,6 +297,14 @@ def test_cancel_a_job_still_in_the_queue_with_no_daemon_running(data: DataDir, h
     assert http.get("/api/jobs/status", params={"jobId": "never-taken"}).json()["job"]["status"] == "cancelled"
 
 
+def test_a_file_dropped_by_another_client_is_found_while_it_waits_in_the_queue(
+        data: DataDir, http: httpx.Client) -> None:
+    data.drop("from-cron.json", {"type": "noop", "id": "by-hand", "metadata": {"via": "cron"}})
+    job = http.get("/api/jobs/status", params={"jobId": "by-hand"}).json()["job"]
+    assert (job["status"], job["type"], job["metadata"]) == ("pending", "noop", {"via": "cron"})
+    assert_failure(http.get("/api/jobs/status", params={"jobId": "by-foot"}), 404, "no job")
+
+
 def test_a_spool_the_server_cannot_write_into_is_503(data: DataDir, http: httpx.Client) -> None:
     staging = data.queue / ".tmp"
     staging.mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ import pytest
 from conftest import JOBRUNNER, Daemon, DataDir, WebServer, wait_for
 from test_scrape import provider_env
 
+from jobrunner.layout import Layout
 from jobrunner.sandbox import Sandbox, SandboxConfig
 
 OLD_JOB_KEYS = {"jobId", "type", "status", "progress", "startedAt", "completedAt", "error", "metadata"}
@@ -361,6 +362,18 @@ def test_results_download_as_csv_and_jsonl_and_the_logs_of_a_scrape(
     data.wait_status("none")
     assert_failure(http.get("/api/jobs/none/results"), 404, "has no results")
     assert_failure(http.get("/api/jobs/ghost/results"), 404, "no job")
+
+    # enrich what the scrape found (`jobrunner enrich --from-job`)
+    enrich = http.post("/api/jobs/enrich", json={"fromJob": "leads", "id": "enrich-leads", "options": {"dnc": False}})
+    assert enrich.status_code == 202, enrich.text
+    assert data.wait_status("enrich-leads", ("completed", "failed"))["metadata"] == {"from_job": "leads"}
+    request = json.loads(Layout(data.root).request("enrich-leads").read_bytes())  # kept for `retry`
+    assert request["options"] == {"dnc": False}
+    assert len(request["leads"]) == 40 and request["leads"][0]["linkedin_url"] == rows[0]["navigationUrl"]
+    assert_failure(http.post("/api/jobs/enrich", json={"fromJob": "none"}), 404, "no results to enrich")
+    assert_failure(http.post("/api/jobs/enrich", json={"fromJob": "ghost"}), 404, "no job")
+    assert_failure(http.post("/api/jobs/enrich", json={"fromJob": "../x"}), 400, "fromJob: invalid id")
+    assert_failure(http.post("/api/jobs/enrich", json={"fromJob": "leads", "leads": []}), 400, "unknown field(s)")
 
     logs = http.get("/api/jobs/leads/logs").json()
     cli = [json.loads(line) for line in data.cli("logs", "leads", "--json").stdout.splitlines()]

@@ -198,6 +198,7 @@ def test_submit_a_scrape_watch_its_bar_move_open_it_and_download_the_results(
     assert css(page, "#results-count").text.startswith(f"{leads:,} row(s)")
     assert len(css_all(page, "table.preview tbody tr")) == min(20, leads)
     assert css_all(page, "#cancel") == [] and css_all(page, "#retry") == []  # completed: neither applies
+    assert css(page, "#enrich-these").text == "Enrich these leads"
     own_resources_only(page, web.url)
     full_page_shot(page, shots / "job-page.png")
 
@@ -208,6 +209,14 @@ def test_submit_a_scrape_watch_its_bar_move_open_it_and_download_the_results(
         expected = http.get(f"/api/jobs/{job_id}/results", params={"format": "csv"}).text
     assert target.read_text() == expected
     assert expected.count("\n") == leads + 1
+
+    # and on to enrichment: the button submits the leads it found, and opens the new job
+    css(page, "#enrich-these").click()
+    wait_for(lambda: "/jobs/" in page.current_url and not page.current_url.endswith(f"/jobs/{job_id}"), 15,
+             "the enrich job's page")
+    new_id = page.current_url.rsplit("/jobs/", 1)[1]
+    enrich = wait_for(lambda: data.status(new_id), 30, "the enrich job's status")
+    assert enrich["type"] == "enrich" and enrich["metadata"] == {"from_job": job_id}
 
 
 def test_cancel_a_running_job_from_its_page_then_retry_it(

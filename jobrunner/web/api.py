@@ -138,8 +138,39 @@ async def submit_enrich(request: Request) -> Response:
         rows = await run_in_threadpool(leads.read_csv, await request.body())
         req = {"type": "enrich", "leads": _some(rows)}
     else:
-        req = legacy.enrich_request(await _json_body(request))
+        body = await _json_body(request)
+        if "fromJob" in body:
+            req = await run_in_threadpool(_from_job, _layout(request), body)
+        else:
+            req = legacy.enrich_request(body)
     return await _accepted(request, req)
+
+
+def _from_job(layout: Layout, body: dict[str, Any]) -> Doc:
+    """``{fromJob: ID, options?, metadata?, id?}``: the leads a scrape job found (`jobrunner enrich --from-job`)."""
+    extra = [k for k in body if k not in ("fromJob", "options", "metadata", "id")]
+    if extra:
+        raise InvalidRequest(f"unknown field(s) {', '.join(map(repr, extra))} with fromJob; it takes options, "
+                             "metadata and id")
+    source = body["fromJob"]
+    try:
+        validate_id(source)
+    except InvalidRequest as exc:
+        raise Problem(400, f"fromJob: {exc}") from None
+    _found(layout, source)
+    path = layout.results(source)
+    if not path.exists():
+        raise NotFound(f"job {source} has no results to enrich")
+    rows = leads.from_scrape_rows(results.read_rows(path))
+    if not rows:
+        raise InvalidRequest(f"job {source} found no leads")
+    if len(rows) > leads.MAX_LEADS:
+        raise InvalidRequest(f"job {source} found {len(rows):,} leads; an enrich job takes at most {leads.MAX_LEADS:,}")
+    metadata = body.get("metadata")
+    req: Doc = {"type": "enrich", "leads": rows,
+                "metadata": {**(metadata if isinstance(metadata, dict) else {}), "from_job": source}}
+    req.update({k: body[k] for k in ("options", "id") if k in body})
+    return req
 
 
 def _some(rows: list[Doc]) -> list[Doc]:

@@ -340,6 +340,10 @@ def job_fragment(layout: Layout, job_id: str, doc: Doc) -> str:
                        "Cancel</button>")
     if state in ("failed", "cancelled"):
         actions.append(f'<button class="act" id="retry" data-post="/api/jobs/{e(job_id)}/retry">Retry</button>')
+    if state == "completed" and doc.get("type") == "scrape" and layout.results(job_id).exists():
+        body = json.dumps({"fromJob": job_id})
+        actions.append(f'<button class="act" id="enrich-these" data-post="/api/jobs/enrich" data-json="{e(body)}" '
+                       'data-then="open">Enrich these leads</button>')
     facts = [("Type", doc.get("type")), ("Attempt", attempt_text(doc)), ("Priority", doc.get("priority")),
              ("Created", doc.get("created_at")), ("Started", doc.get("started_at")),
              ("Updated", doc.get("updated_at")), ("Finished", doc.get("finished_at")),

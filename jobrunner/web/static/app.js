@@ -94,10 +94,17 @@
     event.preventDefault();
     button.disabled = true;
     const out = document.getElementById("action-result");
+    const init = { method: "POST", credentials: "same-origin", headers: { ...HEADER } };
+    if (button.dataset.json) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = button.dataset.json;
+    }
     try {
-      const answer = await fetch(button.dataset.post, { method: "POST", credentials: "same-origin", headers: HEADER });
+      const answer = await fetch(button.dataset.post, init);
       const body = await answer.json().catch(() => ({ error: answer.statusText }));
-      if (answer.ok && body.success) {
+      if (answer.ok && body.success && button.dataset.then === "open") {
+        location.assign("/jobs/" + encodeURIComponent(body.jobId));
+      } else if (answer.ok && body.success) {
         say(out, body.jobId + ": " + body.status, true);
         setTimeout(() => location.reload(), 300);
       } else {

@@ -641,8 +641,8 @@ def demo(data_dir: str | None, pages: int) -> None:
 @click.option("--bind", default="127.0.0.1:8288", show_default=True, metavar="HOST:PORT",
               help="Where to listen (port 0 picks a free one). Any address but loopback needs a token.")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="Read the bearer token from this file (else $JOBRUNNER_WEB_TOKEN, else the systemd "
-                   "credential web_token). Without a token only loopback clients are answered.")
+              help="A file holding the bearer token, read when neither $JOBRUNNER_WEB_TOKEN nor the systemd "
+                   "credential web_token is set. Without a token only loopback clients are answered.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -644,6 +644,36 @@ def demo(data_dir: str | None, pages: int) -> None:
 
 @main.command()
 @data_dir_option
+@click.option("--bind", default="127.0.0.1:8288", show_default=True, metavar="HOST:PORT",
+              help="Where to listen (port 0 picks a free one). Any address but loopback needs a token.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="A file holding the bearer token, read when neither $JOBRUNNER_WEB_TOKEN nor the systemd "
+                   "credential web_token is set. Without a token only loopback clients are answered.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--no-access-log", is_flag=True, help="Do not log a line per request.")
+@click.option("--refresh-ms", type=click.IntRange(100, 600_000), default=2000, hidden=True)
+def serve(data_dir: str | None, bind: str, token_file: str | None, log_level: str, log_format: str,
+          no_access_log: bool, refresh_ms: int) -> None:
+    """Serve the HTTP API and the web dashboard on the data dir (reads the files; submits by dropping them).
+
+    API: POST /api/jobs/scrape, /api/jobs/enrich, /api/jobs; GET /api/jobs/status?jobId=|activeOnly=|limit=,
+    /api/jobs, /api/jobs/ID, .../results?format=csv|jsonl, .../logs, /api/stats; POST .../cancel, .../retry.
+    Dashboard: / (background jobs), /runs, /jobs/ID. See the README.
+    """
+    from . import logs
+    from .web.config import Bind, WebConfig, load_token
+    from .web.server import serve as run_server
+
+    logs.setup(log_level, log_format)
+    config = WebConfig(layout=Layout.resolve(data_dir), bind=Bind.parse(bind), token=load_token(token_file),
+                       refresh_ms=refresh_ms)
+    sys.exit(run_server(config, access_log=not no_access_log))
+
+
+@main.command()
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(data_dir: str | None, as_json: bool) -> None:
     """Check what keeps jobs from running, and say how to fix it (read-only).

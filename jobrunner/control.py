@@ -86,6 +86,26 @@ def _queued_ids(layout: Layout, job_id: str) -> list[str]:
     return names
 
 
+def queued_request(layout: Layout, job_id: str, *, scan_limit: int = 2000) -> dict[str, object] | None:
+    """The request of a job still waiting in queue/ (dropped, not yet taken by a daemon), or None.
+
+    Files named as `submit` names them (``<id>.<random>.json``) are looked at first; any other file is read
+    to learn its id only while the queue holds at most ``scan_limit`` files, so that a lookup of an unknown
+    id in a backlog of 100,000 files does not read them all (the job is found once a daemon takes it)."""
+    validate_id(job_id)
+    try:
+        names = [n for n in os.listdir(layout.queue) if is_spool_name(n)]
+    except FileNotFoundError:
+        return None
+    likely = [n for n in names if n.startswith(job_id + ".")]
+    rest = [n for n in names if not n.startswith(job_id + ".")] if len(names) <= scan_limit else []
+    for name in likely + rest:
+        if _request_id(layout.queue / name) == job_id:
+            with contextlib.suppress(OSError, InvalidRequest):
+                return decode((layout.queue / name).read_bytes())
+    return None
+
+
 @contextlib.contextmanager
 def _acting_as_worker(layout: Layout) -> Iterator[Spool]:
     """Hold a worker lock of our own while we own a request, like a daemon does."""

@@ -380,11 +380,11 @@ def cutoff(window_s: float | None, now: float | None = None) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- listings
 def jobs(layout: Layout, *, statuses: Iterable[str] | None = None, job_type: str | None = None,
-         since: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Status documents of the jobs in ``statuses`` (all when None) of ``job_type``, newest first: the
-    active ones (pending, running: from the spool, whatever ``since`` says, since they are current) and the
-    final ones that finished at or after ``since`` (from the ledger, each checked against its status file,
-    which is the truth)."""
+         since: str | None = None, limit: int = 50, id_contains: str | None = None) -> list[dict[str, Any]]:
+    """Status documents of the jobs in ``statuses`` (all when None) of ``job_type`` (whose id contains
+    ``id_contains``, when given), newest first: the active ones (pending, running: from the spool, whatever
+    ``since`` says, since they are current) and the final ones that finished at or after ``since`` (from the
+    ledger, each checked against its status file, which is the truth)."""
     from . import listing
 
     wanted = set(statuses) if statuses is not None else None
@@ -392,7 +392,8 @@ def jobs(layout: Layout, *, statuses: Iterable[str] | None = None, job_type: str
     if wanted is None or wanted & {"pending", "running"}:
         docs, _ = listing.active(layout)
         out += [d for d in docs if (wanted is None or d.get("status") in wanted)
-                and (job_type is None or d.get("type") == job_type)]
+                and (job_type is None or d.get("type") == job_type)
+                and (id_contains is None or id_contains in str(d.get("id")))]
     final = set(FINAL) if wanted is None else wanted & set(FINAL)
     if final:
         chunks = _newest_first(layout)
@@ -407,6 +408,8 @@ def jobs(layout: Layout, *, statuses: Iterable[str] | None = None, job_type: str
                 if job_id in seen:
                     continue  # a later line of this job was read already
                 seen.add(job_id)
+                if id_contains is not None and id_contains not in job_id:
+                    continue
                 doc = listing.read_doc(layout, job_id)
                 if doc is None or doc.get("status") not in final or (job_type is not None
                                                                      and doc.get("type") != job_type):

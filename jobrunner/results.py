@@ -70,7 +70,7 @@ def export(path: Path, fmt: str, out: IO[str]) -> int:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
         return n
-    flat = [_flatten(row) for row in read_rows(path)]
+    flat = [flatten(row) for row in read_rows(path)]
     columns: dict[str, None] = {}
     for row in flat:
         columns.update(dict.fromkeys(row))
@@ -80,12 +80,13 @@ def export(path: Path, fmt: str, out: IO[str]) -> int:
     return len(flat)
 
 
-def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A row with nested objects as dotted columns (``currentPosition.title``), lists as JSON text."""
     out: dict[str, Any] = {}
     for key, value in row.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten(value, name + "."))
         elif isinstance(value, list):
             out[name] = json.dumps(value, ensure_ascii=False)
         else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from bisect import bisect_right
 from collections import Counter
 from datetime import datetime
 from itertools import compress
@@ -147,6 +148,31 @@ def compute(layout: Layout, *, window_s: float | None, job_type: str | None = No
         "by_type": by_type,
         "queue": queue_state(layout, now),
     }
+
+
+def over_time(layout: Layout, *, window_s: float, buckets: int, job_type: str | None = None,
+              now: float | None = None) -> Doc:
+    """Finished jobs per slice of the window, oldest first, with each slice's success and failure rates:
+    the dashboard's chart. Read from the ledger's tail like ``compute``; each entry is put in its slice by
+    comparing its finish time, as stored (ISO strings sort as times), with the slices' bounds."""
+    now = time.time() if now is None else now
+    size = window_s / buckets
+    bounds = [ledger.cutoff(window_s - size * i, now) or "" for i in range(buckets + 1)]
+    since = bounds[0]
+    found = ledger.read(layout, since)
+    entries = (found if found is not None else ledger.scan(layout)).filtered(since=since, job_type=job_type)
+    counts = [Counter[str]() for _ in range(buckets)]
+    for finished, state in zip(entries.finished, entries.status, strict=True):
+        slot = min(buckets, max(1, bisect_right(bounds, finished))) - 1
+        counts[slot][state] += 1
+    rows = []
+    for i, c in enumerate(counts):
+        total = c["completed"] + c["failed"] + c["cancelled"]
+        rows.append({"start": bounds[i], "end": bounds[i + 1], "total": total, "completed": c["completed"],
+                     "failed": c["failed"], "cancelled": c["cancelled"],
+                     "success_rate": round(c["completed"] / total, 4) if total else None,
+                     "failure_rate": round(c["failed"] / total, 4) if total else None})
+    return {"window": {"since": since, "seconds": window_s, "type": job_type}, "bucket_s": size, "buckets": rows}
 
 
 def _num(value: float | None, unit: str = "s") -> str:

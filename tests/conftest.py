@@ -193,3 +193,63 @@ def run_burst(data: DataDir, *args: str, timeout: float = 120,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*JOBRUNNER, "run", "--burst", "--settle", "0.3", "--retry-base", "0.05", *args],
                           env={**data.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+class WebServer:
+    """A real `jobrunner serve` process on 127.0.0.1, on a port the kernel picked (its `listening:` line)."""
+
+    def __init__(self, data: DataDir, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.args = args
+        self.env = {**data.env, **(env or {})}
+        self.log_path = data.root.parent / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> WebServer:
+        import re
+
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([*JOBRUNNER, "serve", "--bind", "127.0.0.1:0", *self.args], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        line = wait_for(lambda: re.search(rb"listening: (http://127\.0\.0\.1:\d+)", self.log_path.read_bytes())
+                        or self.proc.poll() is not None, 30, "the server's listening line")  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.output()
+        self.url = line.group(1).decode()
+        return self
+
+    def client(self, **kwargs: Any) -> Any:
+        import httpx
+
+        return httpx.Client(base_url=self.url, timeout=30, follow_redirects=False, **kwargs)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.log.close()
+        return rc
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def web_servers(data: DataDir) -> Iterator[Callable[..., WebServer]]:
+    """Make `jobrunner serve` processes on the test's data dir; any still running at the end are stopped."""
+    made: list[WebServer] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, start: bool = True) -> WebServer:
+        server = WebServer(data, *args, env=env)
+        made.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in made:
+        if server.alive:
+            server.stop()

@@ -41,6 +41,7 @@ class Container:
         self.console = root / "console.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
+        self.web_port = 0
 
     def prepare(self) -> None:
         system = self.dir / "system"
@@ -60,6 +61,22 @@ ExecStart={VENV_BIN}/jobrunner run --data-dir {DATA} --settle 0.3 --rescan 0.2 -
 ProtectHome=tmpfs
 BindReadOnlyPaths={readonly}
 WatchdogSec=3s
+RestartSec=1s
+""")
+        # the optional web unit, not enabled: its test gives it a token and starts it. The container shares
+        # this machine's network, so it listens on a port that was free here a moment ago.
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.web_port = probe.getsockname()[1]
+        shutil.copy(REPO / "systemd" / "jobrunner-web.service", system / "jobrunner-web.service")
+        (system / "jobrunner-web.service.d").mkdir()
+        (system / "jobrunner-web.service.d" / "test.conf").write_text(f"""[Service]
+ExecStart=
+ExecStart={VENV_BIN}/jobrunner serve --data-dir {DATA} --bind 127.0.0.1:{self.web_port}
+ProtectHome=tmpfs
+BindReadOnlyPaths={readonly}
 RestartSec=1s
 """)
         sysusers = self.dir / "sysusers"
@@ -247,3 +264,31 @@ def test_without_cap_fowner_a_producers_requests_still_run_and_wait_their_turn(b
     finally:
         dropin.unlink()
         box.sh("systemctl daemon-reload && systemctl restart jobrunner")
+
+
+def test_the_web_service_needs_its_token_submits_into_the_spool_and_stops_cleanly(box: Container) -> None:
+    import secrets
+
+    import httpx
+
+    token = secrets.token_urlsafe(24)
+    made = box.sh(f"mkdir -p /etc/credstore && umask 077 && printf %s '{token}' > /etc/credstore/jobrunner-web-token")
+    assert made.returncode == 0, made.stderr
+    started = box.sh("systemctl start jobrunner-web")
+    assert started.returncode == 0, started.stderr + box.sh("journalctl -u jobrunner-web --no-pager").stdout
+    box._wait(lambda: "listening:" in box.sh("journalctl -u jobrunner-web --no-pager").stdout, 30, "listening")
+    main = box.sh("systemctl show -p MainPID --value jobrunner-web").stdout.strip()
+    assert box.sh(f"ps -o user= -p {main}").stdout.strip() == "jobrunner"
+    url = f"http://127.0.0.1:{box.web_port}"
+    with httpx.Client(base_url=url, timeout=20) as http:
+        assert http.get("/api/jobs").status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        answer = http.post("/api/jobs", json={"type": "noop", "id": "over-http"}, headers=auth)
+        assert answer.status_code == 202, answer.text
+        assert box.wait_status("over-http")["status"] == "completed"  # the daemon ran the file it dropped
+        job = http.get("/api/jobs/status", params={"jobId": "over-http"}, headers=auth).json()
+        assert job["job"]["status"] == "completed"
+    journal = box.sh("journalctl -u jobrunner-web --no-pager").stdout
+    assert token not in journal and "POST /api/jobs" in journal, journal[-2000:]
+    assert box.sh("systemctl stop jobrunner-web").returncode == 0
+    assert box.sh("systemctl show -p Result --value jobrunner-web").stdout.strip() == "success"

@@ -25,10 +25,12 @@ from jobrunner.layout import Layout
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE = UNITS / "jobrunner.service"
+WEB_SERVICE = UNITS / "jobrunner-web.service"
+SERVICES = [pytest.param(SERVICE, id="jobrunner.service"), pytest.param(WEB_SERVICE, id="jobrunner-web.service")]
 SYSUSERS = UNITS / "jobrunner.sysusers"
 TMPFILES = UNITS / "jobrunner.tmpfiles"
 DATA_DIR = Path("/var/lib/jobrunner")
-MAX_EXPOSURE = 1.5  # the issue asks for 1.5 or lower; the unit measures 1.1
+MAX_EXPOSURE = 1.5  # the issue asks for 1.5 or lower; the daemon's unit measures 1.1, the web one 0.9
 
 
 def needs(tool: str) -> pytest.MarkDecorator:
@@ -62,9 +64,9 @@ def unit_settings(path: Path) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def service(key: str) -> str:
+def service(key: str, unit: Path = SERVICE) -> str:
     """The effective value of a [Service] setting (the last one)."""
-    return unit_settings(SERVICE)["Service"][key][-1]
+    return unit_settings(unit)["Service"][key][-1]
 
 
 def data_lines(path: Path) -> list[list[str]]:
@@ -92,13 +94,14 @@ def jobrunner_script() -> Path:
 # --- systemd's checkers ---------------------------------------------------------------------------
 
 @needs("systemd-analyze")
-def test_service_verifies_without_a_word(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shipped_unit", SERVICES)
+def test_service_verifies_without_a_word(tmp_path: Path, shipped_unit: Path) -> None:
     """verify exits 0 even on a misspelled key, so any output at all is a failure. It checks that the
     commands exist: ExecStart= is pointed at this environment's jobrunner, the rest is the file as shipped."""
-    text = SERVICE.read_text()
+    text = shipped_unit.read_text()
     shipped = "ExecStart=/opt/jobrunner/venv/bin/jobrunner "
     assert text.count(shipped) == 1, f"ExecStart= should start with {shipped!r}"
-    unit = tmp_path / "jobrunner.service"
+    unit = tmp_path / shipped_unit.name
     unit.write_text(text.replace(shipped, f"ExecStart={jobrunner_script()} "))
 
     done = run("systemd-analyze", "verify", "--man=no", "--generators=no", "--recursive-errors=no", unit)
@@ -109,14 +112,15 @@ def test_service_verifies_without_a_word(tmp_path: Path) -> None:
 
 
 @needs("systemd-analyze")
-def test_service_exposure_is_at_most_1_5(capsys: pytest.CaptureFixture[str]) -> None:
-    done = run("systemd-analyze", "security", "--offline=true", SERVICE)
+@pytest.mark.parametrize("unit", SERVICES)
+def test_service_exposure_is_at_most_1_5(capsys: pytest.CaptureFixture[str], unit: Path) -> None:
+    done = run("systemd-analyze", "security", "--offline=true", unit)
 
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
     assert done.returncode == 0 and match, f"no exposure level (exit {done.returncode}):\n{done.stdout}{done.stderr}"
     exposure = float(match.group(1))
     with capsys.disabled():
-        print(f"\nsystemd-analyze security --offline=true systemd/jobrunner.service: exposure {exposure}")
+        print(f"\nsystemd-analyze security --offline=true systemd/{unit.name}: exposure {exposure}")
     exposed = "\n".join(line for line in done.stdout.splitlines() if line.startswith("✗"))
     assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}; what is exposed:\n{exposed}"
 
@@ -202,3 +206,38 @@ def test_tmpfiles_cover_the_spool_and_jobs_folders_of_the_layout() -> None:
     assert modes[layout.jobs] & 0o070 == 0o050 and not modes[layout.jobs] & 0o007  # read-only for the group
     umask = int(service("UMask"), 8)
     assert umask & 0o027 == 0o027, "files the daemon makes: group-readable at most, never world-readable"
+
+
+# --- the optional web unit -------------------------------------------------------------------------
+
+HARDENING_EXEMPT = {
+    # what the web unit does differently, each on purpose (see the unit's comments)
+    "Type", "NotifyAccess", "ExecStart", "ExecReload", "Restart", "RestartSec", "WatchdogSec", "KillMode",
+    "TimeoutStopSec", "LoadCredential", "LoadCredentialEncrypted", "IPAddressDeny", "IPAddressAllow",
+    "RestartPreventExitStatus",
+}
+
+
+def test_web_service_has_every_hardening_line_of_the_daemon() -> None:
+    daemon = unit_settings(SERVICE)["Service"]
+    web = unit_settings(WEB_SERVICE)["Service"]
+    for key, values in daemon.items():
+        if key not in HARDENING_EXEMPT:
+            assert web.get(key) == values, f"{key}: the daemon has {values}, the web unit {web.get(key)}"
+    assert service("RestartPreventExitStatus", WEB_SERVICE) == str(ConfigError.exit_code)
+
+
+def test_web_service_serves_the_daemons_data_dir_on_loopback_with_a_token_credential() -> None:
+    from jobrunner.cli import serve as serve_command
+    from jobrunner.web.config import TOKEN_CREDENTIAL, Bind
+
+    argv = service("ExecStart", WEB_SERVICE).split()
+    assert argv[1:4] == ["serve", "--data-dir", str(DATA_DIR)]
+    bind = argv[argv.index("--bind") + 1]
+    default = next(p.default for p in serve_command.params if p.name == "bind")
+    assert bind == default and Bind.parse(bind).loopback
+    assert service("User", WEB_SERVICE) == service("User") and service("StateDirectory", WEB_SERVICE) == DATA_DIR.name
+    credential = service("LoadCredential", WEB_SERVICE).split(":")[0]
+    assert credential == TOKEN_CREDENTIAL  # the name the server reads from $CREDENTIALS_DIRECTORY
+    assert service("IPAddressDeny", WEB_SERVICE) == "any" and service("IPAddressAllow", WEB_SERVICE) == "localhost"
+    assert service("Type", WEB_SERVICE) == "exec"

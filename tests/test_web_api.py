@@ -24,16 +24,10 @@ from conftest import JOBRUNNER, Daemon, DataDir, WebServer, wait_for
 from test_scrape import provider_env
 
 from jobrunner.layout import Layout
-from jobrunner.sandbox import Sandbox, SandboxConfig
+from jobrunner.sandbox import Sandbox
 
 OLD_JOB_KEYS = {"jobId", "type", "status", "progress", "startedAt", "completedAt", "error", "metadata"}
 TOKEN = "tok-" + secrets.token_urlsafe(24)
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(key="test-key-" + secrets.token_hex(8))) as sb:
-        yield sb
 
 
 @pytest.fixture
@@ -367,7 +361,8 @@ def test_results_download_as_csv_and_jsonl_and_the_logs_of_a_scrape(
     enrich = http.post("/api/jobs/enrich", json={"fromJob": "leads", "id": "enrich-leads", "options": {"dnc": False}})
     assert enrich.status_code == 202, enrich.text
     assert data.wait_status("enrich-leads", ("completed", "failed"))["metadata"] == {"from_job": "leads"}
-    request = json.loads(Layout(data.root).request("enrich-leads").read_bytes())  # kept for `retry`
+    kept = Layout(data.root).request("enrich-leads")  # kept for `retry`; moved there after the final status
+    request = json.loads(wait_for(lambda: kept.exists() and kept.read_bytes(), 10, "the request in .done/"))
     assert request["options"] == {"dnc": False}
     assert len(request["leads"]) == 40 and request["leads"][0]["linkedin_url"] == rows[0]["navigationUrl"]
     assert_failure(http.post("/api/jobs/enrich", json={"fromJob": "none"}), 404, "no results to enrich")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Daemon, DataDir, WebServer, wait_for
-from test_scrape import provider_env, sandbox  # noqa: F401 - sandbox is a fixture
+from test_scrape import provider_env
 
 from jobrunner.sandbox import Faults, Sandbox
 
@@ -134,7 +134,7 @@ def own_resources_only(driver: Any, base: str) -> None:
 
 def test_submit_a_scrape_watch_its_bar_move_open_it_and_download_the_results(
         data: DataDir, daemons: Callable[..., Daemon], web_servers: Callable[..., WebServer],
-        sandbox: Sandbox, page: Any, downloads: Path, tmp_path: Path) -> None:  # noqa: F811
+        sandbox: Sandbox, page: Any, downloads: Path, tmp_path: Path) -> None:
     sandbox.set_faults(Faults(latency_ms=350, error_rate=0.15))  # a few retried calls, for the step log
     data.extra_env.update(provider_env(sandbox))
     daemons()

@@ -36,6 +36,7 @@ __all__ = ["Check", "exit_code", "render", "run_checks", "to_json"]
 HUNG_AFTER_S = 30.0  # a live daemon touches its lock file every 5 s: six missed beats
 STUCK_AFTER_S = 60.0  # a live daemon takes a file within a second or two; a minute is not a backlog blip
 REJECTED_WINDOW_S = 24 * 3600.0
+WEBHOOK_STALE_S = 600.0  # a delivery this old is far past its retries (about two minutes)
 DISK_ERROR_BYTES = 100 * 1024**2
 DISK_WARN_BYTES = 1024**3
 DISK_WARN_FRACTION = 0.05
@@ -82,6 +83,7 @@ def run_checks(layout: Layout, *, now: float | None = None, environ: Mapping[str
         _guard("inotify", lambda: _check_inotify(daemons)),
         _guard("disk-space", lambda: _check_disk(layout)),
         _guard("rejected", lambda: _check_rejected(layout, when)),
+        _guard("webhooks", lambda: _check_webhooks(layout, daemons, when)),
     ]
     return [_scrub(c, secrets) for c in checks]
 
@@ -857,6 +859,45 @@ def _check_rejected(layout: Layout, now: float) -> Check:
           if invalid else
           "nothing to do if resubmitting the same id was meant (it never runs twice); else give the request a "
           f"new id and drop it again (see {reason_file})")
+    return f.check()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 9. webhooks
+
+
+def _check_webhooks(layout: Layout, daemons: list[_Daemon], now: float) -> Check:
+    """Deliveries still in jobs/.outbox/: a few for a moment is normal (each waits out its retries); old ones
+    mean no daemon runs, or the job is not final yet (it runs again), or a receiver keeps failing."""
+    f = _Findings("webhooks")
+    ages: list[tuple[float, str]] = []
+    try:
+        with os.scandir(layout.outbox) as it:
+            for entry in it:
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        ages.append((now - entry.stat(follow_symlinks=False).st_mtime, entry.name[: -len(".json")]))
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        f.add(f"user {_user(os.geteuid())} cannot list jobs/.outbox/ (the daemon's own)", "info",
+              "run doctor as root or as the daemon's user to see the webhooks waiting")
+        return f.check()
+    if not ages:
+        f.add("none waiting")
+        return f.check()
+    ages.sort(reverse=True)
+    oldest, job_id = ages[0]
+    waiting = (f"{_count(len(ages), 'delivery')} waiting in jobs/.outbox/, the oldest for {short(oldest)} "
+               f"(job {_clean(job_id)})")
+    if oldest < WEBHOOK_STALE_S:
+        f.add(waiting, "info")
+    elif not any(d.state == "alive" for d in daemons):
+        f.add(waiting, "warning", "start the daemon: it posts them at start-up")
+    else:
+        f.add(waiting, "warning", f"see `jobrunner status {_clean(job_id)}` and `jobrunner logs {_clean(job_id)}`: "
+              "a job that is not final yet (it runs again) keeps its delivery until it ends; a final one is posted "
+              "within seconds, so an old one means the daemon cannot read it (its log says why)")
     return f.check()
 
 

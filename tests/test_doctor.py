@@ -518,6 +518,28 @@ def test_rejected_requests_name_the_newest_reason(data: DataDir) -> None:
     assert only.severity == "info" and "1 in the last 24 h (0 invalid, 1 duplicate id)" in only.summary
 
 
+def test_webhooks_waiting_and_how_old(data: DataDir, daemons: Callable[..., Daemon]) -> None:
+    import socket
+
+    assert checks(data.root)["webhooks"].summary == "none waiting"
+    silent = socket.socket()  # a receiver that takes the connection and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        daemon = daemons()
+        data.drop("w.json", noop("hooked", notify_url=f"http://127.0.0.1:{silent.getsockname()[1]}/hook"))
+        data.wait_status("hooked")
+        daemon.kill()  # mid-delivery: the entry stays for the next daemon
+    finally:
+        silent.close()
+    now = checks(data.root)["webhooks"]
+    assert now.severity == "info" and now.summary.startswith("1 delivery waiting in jobs/.outbox/, the oldest for ")
+    assert now.summary.endswith("(job hooked)")
+    later = checks(data.root, now=time.time() + 3600)["webhooks"]
+    assert not later.ok and later.severity == "warning" and later.summary.startswith("1 delivery waiting")
+    assert later.fix == "start the daemon: it posts them at start-up."
+
+
 # --------------------------------------------------------------------------------------------------
 # render and exit code
 

@@ -7,18 +7,20 @@ import io
 import json
 import secrets
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, DataDir
+from conftest import Daemon, DataDir, wait_for
 
 from jobrunner import checkpoint
 from jobrunner.layout import Layout
 from jobrunner.sandbox import Faults, Sandbox, SandboxConfig
 from jobrunner.sandbox.data import candidates
+from jobrunner.sandbox.paid import request_key
 
 FAST_CALLS = {"JOBRUNNER_CALL_BACKOFF_S": "0.02", "JOBRUNNER_CALL_MAX_WAIT_S": "5"}
 FIRST = ["Ava", "Ben", "Cara", "Dan", "Eve", "Finn", "Gia", "Hugo", "Ines", "Jack", "Kira", "Liam", "Mona", "Noah",
@@ -58,20 +60,6 @@ def make_leads(n: int, *, with_phone_every: int = 3, place: bool = True) -> list
 def results(data: DataDir, job_id: str) -> list[dict[str, Any]]:
     path = data.jobs / job_id / "results.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def sandbox_key(step: str) -> str:
-    """The sandbox's ``ok_by_request`` key of the call a stored enrich step bought."""
-    call, _, what = step.partition(":")
-    if call == "carrier":
-        return f"carrier number={what}"
-    if call == "dnc":
-        return f"dnc phone={what}"
-    if call == "skip-details":
-        return f"skiptrace details peo_id={what}"
-    first, last, city, state, zip_code = what.split("|")
-    place = ", ".join(p for p in (city, " ".join(x for x in (state, zip_code) if x)) if p)
-    return f"skiptrace bynameaddress name={first} {last} citystatezip={place} page=1"
 
 
 def paid_counts(sb: Sandbox) -> Counter[str]:

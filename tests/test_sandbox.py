@@ -342,7 +342,7 @@ def test_stats_count_calls_and_what_was_paid_for(sb: Sandbox, client: httpx.Clie
     assert stats["status_counts"]["200"] == 3 and sum(stats["status_counts"].values()) == 5
     assert len(stats["requests"]) == 5
     for entry in stats["requests"]:
-        assert set(entry) == {"t", "provider", "endpoint", "status", "key_ok"}
+        assert set(entry) == {"t", "provider", "endpoint", "status", "key_ok", "key"}
         assert before - 1 <= entry["t"] <= time.time() + 1
         assert (entry["provider"], entry["endpoint"], entry["key_ok"]) == (
             "linkedin", "POST /premium_search_person", True)

@@ -141,7 +141,9 @@ class State:
 
     def record(self, *, t: float, provider: str, endpoint: str, status: int, key_ok: bool,
                ok_name: str | None = None, request_key: str | None = None) -> None:
-        """Note an answer; ``ok_name``/``request_key`` only for a 200 with a good body."""
+        """Note an answer; ``ok_name``/``request_key`` only for a 200 with a good body. Each answer is also
+        kept in ``requests`` with its time and ``key`` (the request key, or None), which is how a test tells
+        whether an answer was bought again after the step that stored it."""
         with self._lock:
             self._status_counts[str(status)] += 1
             if ok_name is not None:
@@ -149,7 +151,7 @@ class State:
             if request_key is not None:
                 self._ok_by_request[request_key] += 1
             self._requests.append({"t": round(t, 6), "provider": provider, "endpoint": endpoint,
-                                   "status": status, "key_ok": key_ok})
+                                   "status": status, "key_ok": key_ok, "key": request_key})
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -90,7 +90,7 @@ def test_500_leads_through_faults_and_a_kill9(data: DataDir, daemons: Callable[.
             assert r["can_contact"] is True
     counts = paid_counts(sandbox)
     # every answer stored before the kill was bought exactly once, never again
-    assert {key: counts[sandbox_key(key)] for key in stored_at_kill} == {key: 1 for key in stored_at_kill}
+    assert {key: counts[request_key("enrich", {}, key)] for key in stored_at_kill} == {key: 1 for key in stored_at_kill}
     # an answer the sandbox gave while the daemon was being killed, before it was stored, is bought again:
     # at most one per call in flight (16 leads at a time, one call each)
     repeats = {k: n for k, n in counts.items() if n > 1}
@@ -227,4 +227,43 @@ def test_a_bad_key_fails_the_job_at_once(data: DataDir, daemons: Callable[..., D
     assert doc["error"]["type"] == "ProviderRejected" and "JOBRUNNER_SKIPTRACE_KEY" in doc["error"]["message"]
     assert [h["outcome"] for h in doc["history"]] == ["failed"]
     assert sandbox.stats()["calls"].get("skiptrace GET /search/bynameaddress", 0) <= 16  # stopped at once
+    assert d.term() == 0
+
+
+def test_no_paid_call_of_an_attempt_outlives_it(data: DataDir, daemons: Callable[..., Daemon],
+                                               sandbox: Sandbox) -> None:
+    """A skip trace throttled (Retry-After over what a call may sleep) ends the attempt while carrier lookups
+    of other leads are still in flight. Those answers are being bought: they are stored by this attempt, not
+    left running beside the next one (which would buy them again, in another daemon maybe)."""
+    sandbox.set_faults(Faults(latency_ms=1500), provider="carrier")
+    sandbox.set_faults(Faults(status_override=429), provider="skiptrace")  # Retry-After: 1
+    use(data, sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5")
+    d = daemons()
+    leads = make_leads(8, with_phone_every=2)  # 4 with a phone (a slow carrier lookup), 4 to skip-trace
+    data.drop("e.json", {"type": "enrich", "id": "overlap", "leads": leads, "options": {"dnc": False}})
+    wait_for(lambda: any(h["outcome"] == "throttled" for h in (data.status("overlap") or {}).get("history", [])),
+             30, "the attempt to be throttled")
+    sandbox.set_faults(Faults(), provider="skiptrace")
+    doc = data.wait_status("overlap", timeout=60)
+    assert doc["status"] == "completed", doc
+    stored = [r["key"] for r in checkpoint.records(Layout(data.root), "overlap")]
+    assert len(stored) == len(set(stored)), "a step was stored twice"
+    carrier_counts = {k: n for k, n in paid_counts(sandbox).items() if k.startswith("carrier ")}
+    assert carrier_counts and set(carrier_counts.values()) == {1}, carrier_counts
+    assert d.term() == 0
+
+
+def test_an_attempt_that_times_out_stops_its_paid_calls(data: DataDir, daemons: Callable[..., Daemon],
+                                                        sandbox: Sandbox) -> None:
+    """timeout_s cancels the attempt from outside: its calls in flight are cancelled with it, and nothing is
+    stored for the job after its attempts have ended."""
+    sandbox.set_faults(Faults(latency_ms=1500), provider="carrier")
+    use(data, sandbox)
+    d = daemons()
+    data.drop("e.json", {"type": "enrich", "id": "late", "leads": make_leads(4, with_phone_every=1),
+                         "options": {"dnc": False}, "timeout_s": 0.4, "max_attempts": 2})
+    doc = data.wait_status("late", ("failed",), timeout=30)
+    assert [h["outcome"] for h in doc["history"]] == ["retry", "failed"], doc["history"]
+    time.sleep(2.0)  # longer than a carrier answer takes
+    assert list(checkpoint.records(Layout(data.root), "late")) == []
     assert d.term() == 0

@@ -190,10 +190,11 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
     workers = [asyncio.create_task(worker()) for _ in range(min(opts.concurrency, total))]
     try:
         await asyncio.gather(*workers)
-    except BaseException:
+    except BaseException as exc:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        await _settle_calls(list(inflight.values()), cancel=isinstance(exc, asyncio.CancelledError))
         results.close()
         raise
     summary = {"leads": total, "enriched": counts["enriched"], "dropped": dict(dropped), "failed": failed,
@@ -204,6 +205,25 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
                              f"runs only those: {summary}")
     results.finish()
     return summary
+
+
+async def _settle_calls(calls: list[asyncio.Future[Any]], *, cancel: bool) -> None:
+    """The paid calls still in flight when the attempt ends (they are shielded from the leads that wait on
+    them, so cancelling the leads does not stop them). None may outlive the attempt: the next attempt, in
+    this daemon or another, would not find its answer stored and would buy it again, while this one went on
+    storing answers for a job it no longer runs. When the attempt ends on its own (a throttle, a refused key)
+    they are waited for, so an answer being bought is stored; when it is cancelled from outside (its timeout,
+    a cancel, the drain's deadline) they are cancelled."""
+    if cancel:
+        for task in calls:
+            task.cancel()
+    try:
+        await asyncio.gather(*calls, return_exceptions=True)
+    except asyncio.CancelledError:  # cancelled while waiting for them: stop them too
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        raise
 
 
 async def _search(client: Any, row: dict[str, Any], stats: CallStats) -> list[dict[str, Any]]:

@@ -92,13 +92,16 @@ def main() -> None:
               help="Longest job-level retry delay in seconds.")
 @click.option("--retention", metavar="AGE", default=None,
               help="Prune final jobs that finished longer ago than AGE (30d, 12h, ...), hourly. Default: keep all.")
+@click.option("--producers", metavar="GROUP", default=None, envvar="JOBRUNNER_PRODUCERS",
+              help="Take only request files owned by members of GROUP (and root and the daemon's user); others "
+                   "are rejected with a reason. Default: any owner.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line. Under systemd, lines carry journald's priority prefix.")
 def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
-        rescan: float, retry_base: float, retry_max: float, retention: str | None, log_level: str,
-        log_format: str) -> None:
+        rescan: float, retry_base: float, retry_max: float, retention: str | None, producers: str | None,
+        log_level: str, log_format: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
 
@@ -111,7 +114,8 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
     settings = Settings(concurrency=concurrency, burst=burst, drain_timeout_s=drain_timeout,
                         settle_s=settle, rescan_interval_s=rescan,
                         retry=RetryPolicy(base_s=retry_base, max_s=retry_max),
-                        retention_s=None if retention is None else _window(retention, "--retention"))
+                        retention_s=None if retention is None else _window(retention, "--retention"),
+                        producers=producers)
     if workers == 1:
         sys.exit(asyncio.run(Worker(layout, settings).run()))
     from dataclasses import replace

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import json
 import os
+import pwd
 import stat
 import time
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from . import status
 from .durable import fsync_dir, rename_noreplace, write_atomic, write_tmp
-from .errors import DuplicateJob, InvalidRequest
+from .errors import ConfigError, DuplicateJob, InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
 
@@ -100,12 +102,42 @@ def dead_workers(layout: Layout, alive: str) -> Iterator[tuple[str, int | None]]
         yield worker, fd
 
 
+def producer_uids(group: str) -> frozenset[int]:
+    """The users whose files the daemon takes under ``run --producers GROUP``: the group's members (listed,
+    or by their primary group), root, and the daemon's own user. Read once, at start-up."""
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        raise ConfigError(f"--producers {group}: there is no such group") from None
+    uids = {0, os.geteuid()}
+    for user in pwd.getpwall():
+        if user.pw_gid == entry.gr_gid or user.pw_name in entry.gr_mem:
+            uids.add(user.pw_uid)
+    return frozenset(uids)
+
+
+def spool_warnings(layout: Layout) -> list[str]:
+    """What is unsafe about the spool's modes, for a warning at start-up (the daemon runs anyway)."""
+    try:
+        mode = os.stat(layout.queue).st_mode
+    except OSError:
+        return []
+    if not mode & stat.S_IWOTH:
+        return []
+    sticky = "" if mode & stat.S_ISVTX else " and anyone may delete or rename the requests of others"
+    return [f"the spool {layout.queue} is world-writable (mode {stat.filemode(mode)}): any user of this machine "
+            f"can submit jobs{sticky}; give it to a group of producers instead: chmod o-w,g+rwxs,+t "
+            f"{layout.queue} (and run with --producers GROUP to refuse other owners' files)"]
+
+
 class Spool:
-    def __init__(self, layout: Layout, worker: str, *, settle_s: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES):
+    def __init__(self, layout: Layout, worker: str, *, settle_s: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES,
+                 producers: frozenset[int] | None = None):
         self.layout = layout
         self.worker = worker
         self.settle_s = settle_s
         self.max_bytes = max_bytes
+        self.producers = producers  # owners whose files are taken (None: any owner)
         self.mine = layout.worker_dir(worker)
         self.peeked: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # name -> (identity, bytes) read by settled()
 
@@ -178,6 +210,10 @@ class Spool:
             )
         if st.st_size > self.max_bytes:
             raise InvalidRequest(f"request is {st.st_size} bytes; the limit is {self.max_bytes}")
+        if self.producers is not None and st.st_uid not in self.producers:
+            raise InvalidRequest(f"the file is owned by {_user(st.st_uid)}, who is not one of the producers "
+                                 "this daemon takes requests from (run --producers); submit as a member of "
+                                 "that group")
         peeked = self.peeked.pop(path.name, None)
         if peeked is not None and peeked[0] == _identity(st):
             return peeked[1], st
@@ -413,6 +449,13 @@ def _unique_move(path: Path, folder: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:

@@ -47,7 +47,7 @@ from .recovery import recover
 from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
 from .results import ResultsFile
 from .retry import RetryPolicy, decide, is_retryable
-from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id
+from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id, producer_uids, spool_warnings
 from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
 from .watcher import SpoolWatcher
 
@@ -75,6 +75,7 @@ class Settings:
     shard: tuple[int, int] = (0, 1)  # (index, count) of the workers of one `run --workers`: see supervisor
     retention_s: float | None = None  # prune final jobs older than this (`run --retention`), hourly
     prune_interval_s: float = 3600.0
+    producers: str | None = None  # `run --producers GROUP`: take only files its members own (None: any owner)
 
 
 @dataclass(order=True)
@@ -205,7 +206,10 @@ class Worker:
         s = self.settings
         _quiet_gc()
         self.lock = WorkerLock(self.layout, self.worker_id)
-        self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
+        self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes,
+                           producers=producer_uids(s.producers) if s.producers else None)
+        for warning in spool_warnings(self.layout):
+            log.warning("%s", warning)
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
         self.providers = Providers()  # reads the providers' configuration: a bad file stops us here
         self.writer.after_batch = self._note_changed

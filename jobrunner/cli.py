@@ -117,7 +117,10 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
                         retention_s=None if retention is None else _window(retention, "--retention"),
                         producers=producers)
     if workers == 1:
-        sys.exit(asyncio.run(Worker(layout, settings).run()))
+        try:
+            sys.exit(asyncio.run(Worker(layout, settings).run()))
+        except OSError as exc:  # the data dir cannot be written (full, read-only, gone): said in one line
+            raise JobrunnerError(f"the daemon cannot run on {layout.root}: {exc}") from None
     from dataclasses import replace
 
     from .supervisor import supervise

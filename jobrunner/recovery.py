@@ -35,6 +35,7 @@ from .spool import ActiveClaim, Spool, dead_workers
 from .status import AttemptRecord, ErrorInfo, JobStatus, State
 
 log = logging.getLogger("jobrunner.recovery")
+_failing: dict[str, str] = {}  # job id -> why its recovery failed last (said once)
 
 
 def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
@@ -68,7 +69,12 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
         except DuplicateJob:
             log.warning("[%s] a duplicate request was left in .active/; set aside", claim.job_id)
         except (OSError, ValueError) as exc:
-            log.error("[%s] could not recover: %s (will try again)", claim.job_id, exc)
+            if _failing.get(claim.job_id) != str(exc):  # once, not at every round while it lasts
+                log.error("[%s] could not recover: %s (trying again at every round until it works)", claim.job_id,
+                          exc)
+                _failing[claim.job_id] = str(exc)
+        else:
+            _failing.pop(claim.job_id, None)
         finally:
             claim.release()
     return moved
@@ -114,7 +120,8 @@ def _status_from_request(claim: ActiveClaim) -> JobStatus:
 def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: RetryPolicy, doc: JobStatus) -> None:
     at = status.now()
     attempt = doc.attempt
-    message = f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died"
+    message = (f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died, or "
+               "could not record its outcome")
     history = [*doc.history]
     common = {"claim": claim.token, "updated_at": at, "attempt": attempt}
     if attempt >= doc.max_attempts:

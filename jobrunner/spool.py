@@ -255,7 +255,14 @@ class Spool:
             "worker": self.worker,
         }
         reason_path = dest.with_name(dest.name + ".reason")
-        write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
+        try:
+            write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
+        except OSError:
+            # no reason could be written (a full disk): not a rejected file nobody can explain, but the
+            # entry back where it was, for the caller to return to the queue and try again later
+            with contextlib.suppress(OSError):
+                rename_noreplace(dest, path)
+            raise
         return dest
 
     def to_queue(self, path: Path) -> Path:

@@ -198,11 +198,18 @@ class Worker:
         self.failures: collections.deque[float] = collections.deque()  # when jobs failed (for the status line)
         self.deferred_waiting = 0
         self.untakable: set[str] = set()  # queue files a claim failed on (logged once each)
+        self.unrejectable: dict[str, float] = {}  # bad requests not set aside yet -> when that last failed
+        self.scan_error: str | None = None  # why the last scan of the spool failed (logged once, until it works)
+        self.root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the data dir we started on
+        self.root_gone = False
+        self.exit_code = 0
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
 
     # ------------------------------------------------------------------ life of the daemon
     async def run(self) -> int:
         self.layout.ensure()
+        st = os.stat(self.layout.root)
+        self.root_id = (st.st_dev, st.st_ino)
         s = self.settings
         _quiet_gc()
         self.lock = WorkerLock(self.layout, self.worker_id)
@@ -250,7 +257,7 @@ class Worker:
             self.writer.close()
             self.lock.release()
         log.info("stopped: %s", ", ".join(f"{v} {k}" for k, v in self.stats.items()))
-        return 0
+        return self.exit_code
 
     def _note_changed(self) -> None:
         index.note(self.layout, *self.noted)
@@ -341,12 +348,41 @@ class Worker:
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            if not self._data_dir_here():
+                await asyncio.sleep(s.rescan_interval_s)  # nothing to scan: no wake-up or due time counts
+                continue
             if s.watch and not watcher.alive:
                 watcher.ensure_alive()
             if time.monotonic() - self.last_recover >= s.recover_interval_s:
                 await self._recover()
             await self._fill()
             self._start_ready()
+
+    def _data_dir_here(self) -> bool:
+        """Whether the data dir is still the one we started on. Gone (moved away, deleted, its disk gone):
+        said once, and we wait for it to come back. Another one in its place (deleted and made again): we
+        stop, with exit status 1, so that the service manager starts a daemon on the new one."""
+        try:
+            st = os.stat(self.layout.root)
+            here: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            here = None
+        if here == self.root_id:
+            if self.root_gone:
+                log.info("the data dir %s is back; going on", self.layout.root)
+                self.root_gone = False
+            return True
+        if here is None:
+            if not self.root_gone:
+                log.error("the data dir %s is gone (moved, deleted or unmounted); waiting for it to come back",
+                          self.layout.root)
+                self.root_gone = True
+            return False
+        log.error("the data dir %s was replaced by another directory while the daemon ran; stopping (start it "
+                  "again to use the new one)", self.layout.root)
+        self.exit_code = 1
+        self.request_stop()
+        return False
 
     def _deferred_event(self) -> None:
         self.deferred_changed = True
@@ -380,7 +416,13 @@ class Worker:
             if self._room() > 0:
                 await self._take_queue()
         except OSError as exc:
-            log.error("scanning the spool failed: %s; retrying on the next scan", exc)
+            if str(exc) != self.scan_error:  # once, not at every scan while it lasts
+                log.error("scanning the spool failed: %s; retrying at every scan until it works", exc)
+                self.scan_error = str(exc)
+            return
+        if self.scan_error is not None:
+            log.info("the spool can be scanned again")
+            self.scan_error = None
 
     async def _take_deferred(self) -> None:
         """Queue up deferred jobs that are due. They are taken (renamed) only when they start."""
@@ -461,6 +503,9 @@ class Worker:
         claimed, unsettled = [], 0
         self.spool.peeked.clear()
         for name in names:
+            failed_at = self.unrejectable.get(name)
+            if failed_at is not None and time.monotonic() - failed_at < self.settings.recover_interval_s:
+                continue  # could not be set aside a moment ago (a full disk): not again at every scan
             try:
                 if not self.spool.settled(name, now):
                     if (self.layout.queue / name).exists():
@@ -500,9 +545,11 @@ class Worker:
             self._push(item)
 
     async def _reject(self, path: Path, exc: InvalidRequest, claim: ActiveClaim | None = None) -> None:
-        self.stats["rejected"] += 1
         job_id = exc.job_id
-        log.warning("rejected %s: %s", path.name, exc)
+        again = path.name in self.unrejectable  # setting it aside failed before: said once, not at every try
+        if not again:
+            self.stats["rejected"] += 1
+            log.warning("rejected %s: %s", path.name, exc)
         if job_id is not None and not isinstance(exc, DuplicateJob):
             # a failed status for a request whose id is known, unless that id belongs to another job
             now = status.now()
@@ -514,17 +561,25 @@ class Worker:
                     index.note(self.layout, job_id)
                     ledger.record(self.layout, [doc])
             except (OSError, ValueError) as err:
-                log.error("could not write the failed status of %s: %s", job_id, err)
+                if not again:
+                    log.error("could not write the failed status of %s: %s", job_id, err)
         try:
             if claim is not None:
                 claim.reject(self.spool, str(exc), error=error_type(exc), name=path.name)
             else:
                 await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
         except (OSError, ValueError) as err:
-            log.error("could not set %s aside (%s); it goes back to the queue to be looked at again", path.name, err)
+            if not again:
+                log.error("could not set %s aside (%s); it goes back to the queue, to be set aside once that "
+                          "works", path.name, err)
+            self.unrejectable[path.name] = time.monotonic()
             with contextlib.suppress(OSError):
                 if claim is None:
                     self.spool.to_queue(path)
+        else:
+            if again:
+                log.info("set %s aside at last, with its reason", path.name)
+                del self.unrejectable[path.name]
 
     # ------------------------------------------------------------------ running jobs
     def _start_ready(self) -> None:
@@ -547,6 +602,9 @@ class Worker:
     async def _process_guarded(self, item: Ready, slot: Running) -> None:
         try:
             await self.process(item, slot)
+        except OSError as exc:  # a full disk, a read-only or vanished data dir: one line, not a traceback
+            log.error("[%s] could not record the job's outcome (%s); it is recovered once the data dir can be "
+                      "written again", item.job_id, exc)
         except Exception:
             # Not a handler error (those are recorded): the spool or disk failed under us. The request
             # stays where it is (and its lock is dropped below), so it is recovered, never lost.

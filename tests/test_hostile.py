@@ -246,8 +246,8 @@ def test_fuzz_the_request_parser_accepts_or_gives_a_reason(blob: bytes) -> None:
 NAMES = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=40)
 
 
-@settings(max_examples=SPOOL_RUNS, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                                HealthCheck.function_scoped_fixture])
+@settings(max_examples=SPOOL_RUNS, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(NAMES, SPOOL_BYTES), min_size=1, max_size=40, unique_by=lambda x: x[0]))
 def test_fuzz_the_spool_every_file_runs_or_is_rejected(tmp_path_factory: pytest.TempPathFactory,
                                                         files: list[tuple[str, bytes]]) -> None:

@@ -140,6 +140,7 @@ class Spool:
         self.producers = producers  # owners whose files are taken (None: any owner)
         self.mine = layout.worker_dir(worker)
         self.peeked: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # name -> (identity, bytes) read by settled()
+        self.seen: dict[str, tuple[tuple[int, int, int], float]] = {}  # name -> (identity, monotonic first seen)
 
     # --- finding work -------------------------------------------------------------------------
     def list_queue(self) -> list[str]:
@@ -169,7 +170,10 @@ class Spool:
             return False
         if not stat.S_ISREG(st.st_mode):
             return True
-        if now - st.st_mtime >= self.settle_s or st.st_size > self.max_bytes:
+        quiet = now - st.st_mtime
+        if quiet < 0:  # its mtime is ahead of our clock (stepped back, or a writer with another clock)
+            quiet = self._watched(name, st)
+        if quiet >= self.settle_s or st.st_size > self.max_bytes:
             return True
         if st.st_nlink > 1 or st.st_size == 0:
             return False
@@ -189,8 +193,22 @@ class Spool:
         self.peeked[name] = (_identity(opened), data)  # read() reuses them if the file has not changed
         return True
 
+    def _watched(self, name: str, st: os.stat_result) -> float:
+        """How long we have seen queue/<name> unchanged (on the monotonic clock): its quiet time when its
+        mtime cannot tell (a file dropped before the wall clock stepped back would otherwise wait for the
+        clock to catch up, an hour for a step of an hour)."""
+        now = time.monotonic()
+        seen = self.seen.get(name)
+        if seen is None or seen[0] != _identity(st):
+            if len(self.seen) >= 10_000:  # names of files gone since: forget them all now and then
+                self.seen.clear()
+            self.seen[name] = (_identity(st), now)
+            return 0.0
+        return now - seen[1]
+
     def claim(self, name: str) -> Path | None:
         """Take queue/<name>; None if another daemon took it first."""
+        self.seen.pop(name, None)
         dest = self.mine / name
         try:
             os.rename(self.layout.queue / name, dest)

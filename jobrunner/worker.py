@@ -89,6 +89,7 @@ class Ready:
     created_at: datetime = field(compare=False)
     path: Path | None = field(compare=False, default=None)
     previous: JobStatus | None = field(compare=False, default=None)
+    early: bool = field(compare=False, default=False)  # a retry of ours whose delay has passed (see retry_due)
 
 
 @dataclass
@@ -203,6 +204,12 @@ class Worker:
         self.root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the data dir we started on
         self.root_gone = False
         self.exit_code = 0
+        # Retries this daemon scheduled: job id -> (monotonic due, the wall-clock due stamped on its deferred
+        # file). A retry's delay is a duration, so it is timed on the monotonic clock: a step of the wall
+        # clock (NTP, a VM resumed) makes it neither an hour late nor at once. The file's mtime stays the
+        # due time for everyone else (other daemons, the next start).
+        self.retry_due: dict[str, tuple[float, float]] = {}
+        self.clock_offset = time.time() - time.monotonic()  # to notice a step of the wall clock
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
 
     # ------------------------------------------------------------------ life of the daemon
@@ -284,6 +291,14 @@ class Worker:
             interval = min(interval, self.notifier.watchdog_interval_s / 3)
         last_heartbeat = 0.0
         while True:
+            offset = time.time() - time.monotonic()
+            if abs(offset - self.clock_offset) >= 1.0:
+                log.warning("the wall clock stepped %s by %.1fs: retry delays this daemon set still run their "
+                            "length (on the monotonic clock), timeouts too; not_before times are times of day and "
+                            "move with the clock", "forward" if offset > self.clock_offset else "back",
+                            abs(offset - self.clock_offset))
+                self.clock_offset = offset
+                self.wake.set()
             if not self.settings.watch or self.watcher.alive:
                 self.notifier.watchdog()
             self.notifier.status(("stopping: " if self.stopping.is_set() else "") + self.status_line())
@@ -389,7 +404,30 @@ class Worker:
         self.wake.set()
 
     def _deferred_due_now(self) -> bool:
+        if self.retry_due and min(mono for mono, _ in self.retry_due.values()) <= time.monotonic():
+            return True
         return self.next_deferred_due is not None and self.next_deferred_due <= time.time()
+
+    def _retimed(self, due: list[tuple[float, str]]) -> tuple[list[tuple[float, str]], set[str]]:
+        """The due list with our own retries timed on the monotonic clock: those whose delay has passed are
+        due whatever the wall clock says (returned as ``early``), those whose delay has not are not."""
+        now = time.monotonic()
+        listed = {job_id for _, job_id in due}
+        early: set[str] = set()
+        not_yet: set[str] = set()
+        for job_id, (mono_due, wall_due) in list(self.retry_due.items()):
+            try:
+                mtime = os.lstat(self.layout.deferred_request(job_id)).st_mtime
+            except FileNotFoundError:
+                mtime = None
+            if mtime is None or abs(mtime - wall_due) > 0.001:  # taken since (by us or another daemon)
+                del self.retry_due[job_id]
+            elif mono_due > now:
+                not_yet.add(job_id)
+            elif job_id not in listed:
+                due.append((mtime, job_id))
+                early.add(job_id)
+        return [d for d in due if d[1] not in not_yet], early
 
     async def _recover(self) -> None:
         self.last_recover = time.monotonic()
@@ -430,6 +468,10 @@ class Worker:
         self.deferred_changed = False
         due, later, self.deferred_waiting = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
+        if self.retry_due:
+            due, early = self._retimed(due)
+        else:
+            early = set()
         for when, job_id in due:
             if job_id in self.waiting_ids or job_id in self.running:
                 continue
@@ -456,7 +498,7 @@ class Worker:
                     await self._fail_unrunnable(claim, doc, InvalidRequest(reason))
                 continue
             self._push(Ready((-request.priority, when, next(self.seq)), job_id, request, doc.created_at,
-                             previous=doc))
+                             previous=doc, early=job_id in early))
 
     def _push(self, item: Ready) -> None:
         heapq.heappush(self.ready, item)
@@ -703,7 +745,8 @@ class Worker:
                 metadata=req.metadata,
             )
             return Job(self, doc, claim)
-        claim = self.spool.take(self.layout.deferred, item.job_id, due_by=time.time())
+        claim = self.spool.take(self.layout.deferred, item.job_id, due_by=None if item.early else time.time())
+        self.retry_due.pop(item.job_id, None)
         if claim is None:
             return None  # another daemon took it, or it was cancelled or rescheduled meanwhile
         prev = status.read(self.layout.status(item.job_id)) or item.previous
@@ -771,6 +814,7 @@ class Worker:
                              history=self._record(job, "retry" if decision.counts else "throttled", at, info,
                                                   decision.delay_s), **given_back)
             self._note_deferred(due)
+            self.retry_due[job.doc.id] = (time.monotonic() + decision.delay_s, due.timestamp())
             self.stats["retried"] += 1
             log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", job.doc.id, job.doc.attempt,
                         info.type, info.message, decision.delay_s)

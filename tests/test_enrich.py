@@ -267,3 +267,20 @@ def test_an_attempt_that_times_out_stops_its_paid_calls(data: DataDir, daemons: 
     time.sleep(2.0)  # longer than a carrier answer takes
     assert list(checkpoint.records(Layout(data.root), "late")) == []
     assert d.term() == 0
+
+
+def test_calls_that_fail_as_the_attempt_ends_are_all_collected(data: DataDir, daemons: Callable[..., Daemon],
+                                                               sandbox: Sandbox) -> None:
+    """Every skip trace throttled at once: the calls that end while the leads are being cancelled are
+    collected too, not left for asyncio to log as "Task exception was never retrieved"."""
+    sandbox.set_faults(Faults(status_override=429, latency_ms=5), provider="skiptrace")
+    use(data, sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5")
+    d = daemons()
+    data.drop("e.json", {"type": "enrich", "id": "crowd", "leads": make_leads(48, with_phone_every=0)})
+    wait_for(lambda: any(h["outcome"] == "throttled" for h in (data.status("crowd") or {}).get("history", [])),
+             30, "the attempt to be throttled")
+    sandbox.set_faults(Faults(), provider="skiptrace")
+    assert data.wait_status("crowd", timeout=60)["status"] == "completed"
+    assert "never retrieved" not in d.output()
+    assert d.term() == 0
+    assert "never retrieved" not in d.output()

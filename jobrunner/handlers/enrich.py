@@ -191,10 +191,11 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
     try:
         await asyncio.gather(*workers)
     except BaseException as exc:
+        calls = list(inflight.values())  # now: one that ends while the leads are cancelled leaves inflight
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await _settle_calls(list(inflight.values()), cancel=isinstance(exc, asyncio.CancelledError))
+        await _settle_calls(calls, cancel=isinstance(exc, asyncio.CancelledError))
         results.close()
         raise
     summary = {"leads": total, "enriched": counts["enriched"], "dropped": dict(dropped), "failed": failed,
@@ -208,12 +209,14 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
 
 
 async def _settle_calls(calls: list[asyncio.Future[Any]], *, cancel: bool) -> None:
-    """The paid calls still in flight when the attempt ends (they are shielded from the leads that wait on
+    """The paid calls in flight when the attempt ended (they are shielded from the leads that wait on
     them, so cancelling the leads does not stop them). None may outlive the attempt: the next attempt, in
     this daemon or another, would not find its answer stored and would buy it again, while this one went on
     storing answers for a job it no longer runs. When the attempt ends on its own (a throttle, a refused key)
     they are waited for, so an answer being bought is stored; when it is cancelled from outside (its timeout,
-    a cancel, the drain's deadline) they are cancelled."""
+    a cancel, the drain's deadline) they are cancelled. Either way each one's outcome is collected here: a
+    lead that was cancelled takes its shield's callback with it, and an error nobody collects is logged by
+    asyncio as "Task exception was never retrieved"."""
     if cancel:
         for task in calls:
             task.cancel()

@@ -121,7 +121,7 @@ def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: Retry
     at = status.now()
     attempt = doc.attempt
     message = (f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died, or "
-               "could not record its outcome")
+               "its outcome could not be written")
     history = [*doc.history]
     common = {"claim": claim.token, "updated_at": at, "attempt": attempt}
     if attempt >= doc.max_attempts:

@@ -125,7 +125,7 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
 
     from .supervisor import supervise
 
-    layout.ensure()  # a bad data dir is one clear error here, not one per worker
+    layout.ensure(own=True)  # a bad data dir is one clear error here, not one per worker
     sys.exit(supervise(workers, lambda i: asyncio.run(Worker(layout, replace(settings, shard=(i, workers))).run()),
                        burst=burst))
 

@@ -214,7 +214,7 @@ class Worker:
 
     # ------------------------------------------------------------------ life of the daemon
     async def run(self) -> int:
-        self.layout.ensure()
+        self.layout.ensure(own=True)
         st = os.stat(self.layout.root)
         self.root_id = (st.st_dev, st.st_ino)
         s = self.settings

@@ -31,6 +31,7 @@ from jobrunner.layout import Layout
 from jobrunner.request import JobRequest, decode, validate
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to other users)")
+pytestmark = pytest.mark.usefixtures("keys_never_leak")
 
 
 def fingerprint(path: Path) -> tuple[int, int, int, str]:
@@ -79,6 +80,34 @@ def test_hard_links_to_files_the_daemon_can_read_are_refused_and_left_alone(data
     assert data.status("victim")["status"] == "completed" and data.status("victim")["attempt"] == 1
     if "link-passwd.json" in targets:
         assert_never_copied(data, Path("/etc/passwd").read_bytes())
+
+
+# --------------------------------------------------------------------------------------------------
+# the daemon's own folders, planted in the spool before it made them
+
+
+@pytest.mark.parametrize("plant", ["symlink", "file", "owned-by-another"])
+def test_a_spool_folder_planted_by_a_producer_keeps_the_daemon_from_starting(data: DataDir, plant: str) -> None:
+    """Producers may create entries in the spool. ``.rejected`` planted as a symlink to jobs/ made the daemon
+    move producers' files among the status files (which only it may write); a folder of another user's
+    would let that user delete accepted jobs. The daemon refuses to start, saying which and what to do."""
+    planted = data.queue / ".rejected"
+    if plant == "symlink":
+        os.symlink("../jobs", planted)
+    elif plant == "file":
+        planted.write_bytes(b"")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("needs root (chown to another user)")
+        planted.mkdir()
+        os.chown(planted, 65534, 65534)
+    forged = {"schema": 1, "id": "victim", "type": "noop", "status": "completed", "result": {"leads": 10**6}}
+    data.drop("victim.json", forged)
+    out = run_burst(data)
+    assert out.returncode == 78, out.stderr  # a configuration error: systemd does not restart-loop on it
+    assert str(planted) in out.stderr and ("remove it" in out.stderr) and "Traceback" not in out.stderr
+    assert not list(data.jobs.glob("*.json")), "something was written among the status files"
+    assert json.loads((data.queue / "victim.json").read_bytes()) == forged  # untouched, not taken
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ class EnrichOptions(BaseModel):
     skip_trace: bool = Field(default=True, description="Look up a phone for leads without one.")
     carrier_lookup: bool = Field(default=True, description="Look up line type and carrier, and gatekeep on them.")
     dnc: bool = Field(default=True, description="Scrub against the DNC API (fails closed).")
-    dnc_list: str | None = Field(default=None, description="A local DNC list file: one 10-digit number a line.")
+    dnc_list: str | None = Field(default=None, description="A local DNC list file: one 10-digit number a line (a "
+                                 "regular file of at most 1 GiB, read by the daemon's user).")
     dnc_agent_number: str = Field(default="1", max_length=32, description="currentContextAgentNumber for the scrub.")
     allowed_line_types: list[str] = Field(default_factory=lambda: ["mobile"],
                                           description="Line types kept (others dropped: voip, fixed line, landline).")

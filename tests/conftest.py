@@ -187,6 +187,23 @@ def run_burst(data: DataDir, *args: str, timeout: float = 120,
                           env={**data.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
+def lines_with(log: str, text: str) -> list[str]:
+    """The lines of a daemon's log that hold ``text``."""
+    return [line for line in log.splitlines() if text in line]
+
+
+def assert_counts_completed(data: DataDir, n: int, steps: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Jobs c0..c<n-1> (testkit ``count`` jobs of ``steps`` steps) all completed, every stored step used and
+    none run again, and every status parses; their status documents."""
+    docs = [data.wait_status(f"c{i}", timeout=timeout) for i in range(n)]
+    for doc in docs:
+        assert doc["status"] == "completed", doc
+        assert doc["result"]["run"] + doc["result"]["reused"] == steps
+    assert data.log_lines("violations.log") == []
+    data.statuses()  # a torn status raises here
+    return docs
+
+
 def leaked_keys(data: DataDir) -> list[str]:
     """Files under the data dir, and the daemons' logs beside it, that hold one of the keys the test
     configured (``JOBRUNNER_*_KEY`` in ``data.extra_env``)."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, DataDir, wait_for
+from conftest import Daemon, DataDir, lines_with, wait_for
 
 LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
 pytestmark = [pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (apt-get install faketime; "
@@ -52,10 +52,6 @@ def clock(data: DataDir, tmp_path: Path) -> Clock:
     data.extra_env.update({"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(c.path),
                            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
     return c
-
-
-def lines_with(log: str, text: str) -> list[str]:
-    return [line for line in log.splitlines() if text in line]
 
 
 def test_the_daemon_sees_the_clock_we_step(data: DataDir, daemons: Callable[..., Daemon], clock: Clock) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import JOBRUNNER, Daemon, DataDir, wait_for
+from conftest import JOBRUNNER, Daemon, DataDir, assert_counts_completed, lines_with, wait_for
 
 pytestmark = pytest.mark.usefixtures("keys_never_leak")
 
@@ -24,23 +24,9 @@ pytestmark = pytest.mark.usefixtures("keys_never_leak")
 NO_DAC = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
 
 
-def lines_with(log: str, text: str) -> list[str]:
-    return [line for line in log.splitlines() if text in line]
-
-
 def drop_counts(data: DataDir, n: int, steps: int = 10, step_seconds: float = 0.2) -> None:
     for i in range(n):
         data.drop(f"c{i}.json", {"type": "count", "id": f"c{i}", "steps": steps, "step_seconds": step_seconds})
-
-
-def assert_all_completed(data: DataDir, n: int, steps: int = 10, timeout: float = 60) -> list[dict]:
-    docs = [data.wait_status(f"c{i}", timeout=timeout) for i in range(n)]
-    for doc in docs:
-        assert doc["status"] == "completed", doc
-        assert doc["result"]["run"] + doc["result"]["reused"] == steps
-    assert data.log_lines("violations.log") == []
-    data.statuses()  # every status parses
-    return docs
 
 
 def chmod_tree(root: Path, dirs: int, files: int) -> None:
@@ -70,7 +56,7 @@ def test_permissions_taken_away_under_the_daemon_and_given_back(data: DataDir,
     finally:
         chmod_tree(data.jobs, 0o755, 0o644)
         os.chmod(data.queue, 0o755)
-    assert_all_completed(data, 3)
+    assert_counts_completed(data, 3, 10)
     assert data.wait_status("late", timeout=20)["status"] == "completed"
     log = d.output()
     assert "Permission denied" in lines_with(log, "[c0] could not record the job's outcome")[0]
@@ -98,7 +84,7 @@ def test_the_data_dir_moved_away_and_back(data: DataDir, daemons: Callable[..., 
     finally:
         os.rename(away, data.root)
     wait_for(lambda: lines_with(d.output(), "is back; going on"), 10, "the daemon to notice it is back")
-    assert_all_completed(data, 3)
+    assert_counts_completed(data, 3, 10)
     log = d.output()
     assert len(lines_with(log, "is gone (moved")) == 1
     assert len(lines_with(log, "scanning the spool failed")) <= 1

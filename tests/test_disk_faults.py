@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, DataDir, run_burst, wait_for
+from conftest import Daemon, DataDir, assert_counts_completed, lines_with, run_burst, wait_for
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI runs as root)"),
               pytest.mark.usefixtures("keys_never_leak")]
@@ -85,10 +85,6 @@ def counts(n: int, steps: int = 6) -> dict[str, dict[str, Any] | bytes]:
     return {f"c{i}.json": {"type": "count", "id": f"c{i}", "steps": steps, "step_seconds": 0.05} for i in range(n)}
 
 
-def lines_with(log: str, text: str) -> list[str]:
-    return [line for line in log.splitlines() if text in line]
-
-
 def assert_whole(data: DataDir) -> None:
     data.statuses()  # every status parses (a torn one raises here)
     for path in data.jobs.glob("*/results.jsonl"):
@@ -96,12 +92,8 @@ def assert_whole(data: DataDir) -> None:
             json.loads(line)
 
 
-def assert_all_completed(data: DataDir, n: int, steps: int = 6, timeout: float = 40) -> list[dict[str, Any]]:
-    docs = [data.wait_status(f"c{i}", timeout=timeout) for i in range(n)]
-    for doc in docs:
-        assert doc["status"] == "completed", doc
-        assert doc["result"]["run"] + doc["result"]["reused"] == steps
-    assert data.log_lines("violations.log") == []  # no stored step ran again
+def assert_all_completed(data: DataDir, n: int, steps: int = 6) -> list[dict[str, Any]]:
+    docs = assert_counts_completed(data, n, steps)
     assert_whole(data)
     return docs
 
@@ -231,18 +223,3 @@ def test_a_data_dir_that_is_read_only_after_a_crash(disk: Tmpfs, data: DataDir,
     for doc in docs:
         assert [h["outcome"] for h in doc["history"]] == ["interrupted", "completed"]
     assert second.term() == 0
-
-
-def test_a_daemon_started_on_a_read_only_data_dir_says_so_in_one_line(disk: Tmpfs, data: DataDir) -> None:
-    assert run_burst(data).returncode == 0
-    data.drop("n.json", {"type": "noop", "id": "n"})
-    disk.remount("ro")
-    try:
-        out = run_burst(data)
-        assert out.returncode == 1, out.stderr
-        assert "cannot run on" in out.stderr and "Read-only file system" in out.stderr
-        assert "Traceback" not in out.stderr
-    finally:
-        disk.remount("rw")
-    assert run_burst(data).returncode == 0
-    assert data.status("n")["status"] == "completed"

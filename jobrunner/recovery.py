@@ -29,6 +29,7 @@ from datetime import timedelta
 from . import failpoints, index, ledger, status
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
+from .logs import one_line
 from .request import decode
 from .retry import RetryPolicy
 from .spool import ActiveClaim, Spool, dead_workers
@@ -53,7 +54,7 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
                 spool.to_queue(folder / name)
                 moved += 1
             except OSError as exc:
-                log.error("could not return %s/%s to the queue: %s (will try again)", worker, name, exc)
+                log.error("could not return %s/%s to the queue: %s (will try again)", worker, one_line(name), exc)
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(folder)
         if fd is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import string
 from collections.abc import Callable
@@ -198,6 +199,28 @@ def test_a_world_writable_spool_is_warned_about(data: DataDir, mode: int, warned
     if warned:
         assert " WARNING " in lines[0] and "chmod o-w" in lines[0]
         assert ("delete or rename the requests of others" in lines[0]) == (not mode & stat.S_ISVTX)
+
+
+# --------------------------------------------------------------------------------------------------
+# log lines
+
+
+def test_names_and_fields_from_the_spool_cannot_forge_log_lines(data: DataDir) -> None:
+    """A file name, or a field name in a request, holding a newline (found by the fuzzing: a reason that
+    spanned lines) went into the daemon's log as it was: a producer could write lines that look like the
+    daemon's own. Each message stays one line, its control characters escaped."""
+    forged = "\n2026-01-01T00:00:00.000Z ERROR jobrunner.worker: [pay-1] failed: forged\x1b[2J"
+    data.drop(f"name{forged}.json", {"type": "nope"})
+    data.drop("field.json", {"type": "scrape", "search": {forged: 1}})
+    out = run_burst(data)
+    assert out.returncode == 0, out.stderr
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR|DEBUG) ")
+    assert all(stamp.match(line) for line in out.stderr.splitlines()), out.stderr
+    assert "forged" not in "".join(line for line in out.stderr.splitlines() if line.startswith("2026-01-01"))
+    assert "\x1b" not in out.stderr
+    notes = data.rejected()
+    assert len(notes) == 2 and all("\n" not in note["reason"] for note in notes.values()), notes
+    assert "\\n2026-01-01" in notes["field.json"]["reason"]  # the field name is shown, escaped
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
+from .logs import one_line
 from .notify import Notifier
 from .providers import Providers
 from .recovery import recover
@@ -291,14 +292,14 @@ class Worker:
             interval = min(interval, self.notifier.watchdog_interval_s / 3)
         last_heartbeat = 0.0
         while True:
-            offset = time.time() - time.monotonic()
+            offset = time.time() - time.monotonic()  # from one tick to the next: a slew never adds up to 1 s
             if abs(offset - self.clock_offset) >= 1.0:
                 log.warning("the wall clock stepped %s by %.1fs: retry delays this daemon set still run their "
                             "length (on the monotonic clock), timeouts too; not_before times are times of day and "
                             "move with the clock", "forward" if offset > self.clock_offset else "back",
                             abs(offset - self.clock_offset))
-                self.clock_offset = offset
                 self.wake.set()
+            self.clock_offset = offset
             if not self.settings.watch or self.watcher.alive:
                 self.notifier.watchdog()
             self.notifier.status(("stopping: " if self.stopping.is_set() else "") + self.status_line())
@@ -416,12 +417,14 @@ class Worker:
         early: set[str] = set()
         not_yet: set[str] = set()
         for job_id, (mono_due, wall_due) in list(self.retry_due.items()):
+            if mono_due > now and job_id not in listed:
+                continue  # not due by either clock: nothing to look at yet
             try:
-                mtime = os.lstat(self.layout.deferred_request(job_id)).st_mtime
+                mtime: float | None = os.lstat(self.layout.deferred_request(job_id)).st_mtime
             except FileNotFoundError:
                 mtime = None
-            if mtime is None or abs(mtime - wall_due) > 0.001:  # taken since (by us or another daemon)
-                del self.retry_due[job_id]
+            if mtime is None or abs(mtime - wall_due) > 1.0:  # taken since, by us or another daemon (1 s: the
+                del self.retry_due[job_id]                   # mtimes of some filesystems are that coarse)
             elif mono_due > now:
                 not_yet.add(job_id)
             elif job_id not in listed:
@@ -556,7 +559,8 @@ class Worker:
                 path = self.spool.claim(name)
             except OSError as exc:  # this file cannot be taken (say, immutable): the others still can
                 if name not in self.untakable:
-                    log.error("cannot take %s from the queue (%s); it stays there, the others go on", name, exc)
+                    log.error("cannot take %s from the queue (%s); it stays there, the others go on", one_line(name),
+                              exc)
                     self.untakable.add(name)
                 continue
             if path is not None:
@@ -576,7 +580,7 @@ class Worker:
             await self._reject(path, exc)
             return
         except Exception as exc:  # a bug must cost one request, not the daemon
-            log.exception("unexpected error reading %s", path.name)
+            log.exception("unexpected error reading %s", one_line(path.name))
             await self._reject(path, InvalidRequest(f"could not be read ({error_type(exc)}: {exc})"))
             return
         item = Ready((-request.priority, st.st_mtime, next(self.seq)), request.id or generated_id(st), request,
@@ -591,7 +595,7 @@ class Worker:
         again = path.name in self.unrejectable  # setting it aside failed before: said once, not at every try
         if not again:
             self.stats["rejected"] += 1
-            log.warning("rejected %s: %s", path.name, exc)
+            log.warning("rejected %s: %s", one_line(path.name), exc)
         if job_id is not None and not isinstance(exc, DuplicateJob):
             # a failed status for a request whose id is known, unless that id belongs to another job
             now = status.now()
@@ -613,14 +617,14 @@ class Worker:
         except (OSError, ValueError) as err:
             if not again:
                 log.error("could not set %s aside (%s); it goes back to the queue, to be set aside once that "
-                          "works", path.name, err)
+                          "works", one_line(path.name), err)
             self.unrejectable[path.name] = time.monotonic()
             with contextlib.suppress(OSError):
                 if claim is None:
                     self.spool.to_queue(path)
         else:
             if again:
-                log.info("set %s aside at last, with its reason", path.name)
+                log.info("set %s aside at last, with its reason", one_line(path.name))
                 del self.unrejectable[path.name]
 
     # ------------------------------------------------------------------ running jobs
@@ -873,7 +877,7 @@ class Worker:
                 try:
                     await asyncio.to_thread(self.spool.to_queue, item.path)
                 except OSError as exc:
-                    log.error("could not return %s: %s (recovered at the next start)", item.path.name, exc)
+                    log.error("could not return %s: %s (recovered at the next start)", one_line(item.path.name), exc)
         self.waiting_ids.clear()
         if not self.running:
             return

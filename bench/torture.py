@@ -24,10 +24,13 @@ The checks, over the whole data dir and the sandbox's log of answers:
 - duplicated: a lead twice in a scrape's results (by its profile URL), a results count that is not the
   status' ``leads``, a scrape result that is not exactly the de-duplicated leads of its stored pages, an
   enrich row missing or twice, a step stored twice;
-- repeated: an answer the sandbox sold (a 200 it counted, by request) after the step that bought it had
-  been stored (the step's ``at``; 5 ms of slack for its millisecond rounding), or bought twice before it
-  was stored with no kill in between. An answer bought again before it was stored because its buyer was
-  killed in between is allowed: that is the window of one write, counted as ``re-bought before stored``;
+- repeated: an answer the sandbox sold (a 200 it counted, by request) to a connected daemon after the
+  step that bought it had been stored (the step's ``at``; 5 ms of slack for its millisecond rounding), or
+  sold twice to connected daemons before it was stored with no kill in between. An answer bought again
+  before it was stored because its buyer was killed in between is allowed: that is the window of one
+  write, counted as ``re-bought before stored``. The sandbox says for each sale when it was made and
+  whether its buyer had hung up by then: a sandbox short of CPU handles a request the killed daemon sent
+  after the kill, and judged by time alone that sale looks like one made to a live daemon;
 - secrets: the trial's key anywhere in the data dir or the daemons' logs;
 - the final SIGTERM ends each daemon with 0, and no daemon log has a traceback.
 
@@ -78,6 +81,7 @@ class Totals:
     steps: int = 0
     paid: int = 0
     rebought: int = 0
+    sold_to_the_dead: int = 0
     lost: int = 0
     torn: int = 0
     duplicated: int = 0
@@ -228,10 +232,15 @@ def check_trial(data: Path, logs: Path, requests: dict[str, dict[str, Any]], ans
         if bad_lines:
             problem("torn", f"{len(bad_lines)} ledger line(s) not whole")
 
-    bought: dict[str, list[float]] = defaultdict(list)
+    bought: dict[str, list[float]] = defaultdict(list)  # request key -> when it was sold to a connected buyer
+    sold = Counter[str]()  # request key -> sales, to anyone
     for answer in answers:
         if answer.get("key") and not answer["key"].startswith("dnc-identity"):
-            bought[answer["key"]].append(answer["t"])
+            sold[answer["key"]] += 1
+            if answer["buyer_gone"]:
+                t.sold_to_the_dead += 1  # its request was sent before its daemon was killed, handled after
+            else:
+                bought[answer["key"]].append(answer["sold_at"])
     stored_at: dict[str, float] = {}  # request key -> when its step was first stored
     stored_by: dict[str, str] = {}  # request key -> the job that stored it
     for job_id, req in requests.items():
@@ -280,14 +289,16 @@ def check_trial(data: Path, logs: Path, requests: dict[str, dict[str, Any]], ans
         times = sorted(bought.get(rkey, []))
         after = [x for x in times if x > at + SLACK_S]
         if after:
-            problem("repeated", f"{rkey} bought {len(after)} time(s) after its step was stored")
-        # bought again before it was stored: only if whoever bought it first was killed in between
+            problem("repeated", f"{rkey} sold {len(after)} time(s) to a live daemon after its step was stored")
+        # sold twice to live daemons before it was stored: only if the first buyer was killed in between
         unexplained = [(a, b) for a, b in itertools.pairwise(times)
                        if b <= at + SLACK_S and not any(a < k < b for k in kills)]
         if unexplained:
-            problem("repeated", f"{rkey} bought {len(unexplained) + 1} times with no kill in between")
-        t.rebought += max(0, len(times) - 1 - len(after) - len(unexplained))
-    t.paid += sum(len(v) for v in bought.values())
+            problem("repeated", f"{rkey} sold {len(unexplained) + 1} times with no kill in between (at "
+                                f"{', '.join(f'{x:.3f}' for x in times)}; stored at {at:.3f}; kills at "
+                                f"{', '.join(f'{k:.3f}' for k in kills) or 'none'})")
+        t.rebought += max(0, sold[rkey] - 1 - len(after) - len(unexplained))
+    t.paid += sum(sold.values())
 
     needle = key.encode()
     for root in (data, logs):
@@ -315,7 +326,10 @@ def trial(n: int, seed: int, base: Path, *, deadline_s: float, keep: bool) -> To
                     latency_ms=rng.uniform(1, 4))
     with Sandbox(SandboxConfig(key=key, faults=faults, seed=rng.randrange(1 << 30))) as sandbox:
         _run_load(rng, n, data, logs, sandbox, deadline_s, t)
-        check_trial(data, logs, t.requests, sandbox.stats()["requests"], key, t.kill_times, t)
+        answers = sandbox.stats()["requests"]
+        check_trial(data, logs, t.requests, answers, key, t.kill_times, t)
+    if t.violations and keep:  # what the sandbox sold, and when the kills landed, for a look afterwards
+        (logs / "sandbox-answers.json").write_text(json.dumps({"answers": answers, "kills": t.kill_times}))
     t.seconds = time.monotonic() - began
     if t.violations and keep:
         kept = Path(tempfile.mkdtemp(prefix=f"torture-kept-{n}-", dir=base.parent))
@@ -425,7 +439,7 @@ def report(t: Totals) -> str:
         f"jobs: {t.jobs} ({t.scrape} scrape, {t.enrich} enrich)",
         f"kills (SIGKILL): {t.kills} ({t.second_daemon_kills} of a second daemon on the same data dir)",
         f"steps stored: {t.steps}; paid answers: {t.paid}, of which re-bought before stored (buyer killed "
-        f"first): {t.rebought}",
+        f"first): {t.rebought} ({t.sold_to_the_dead} sold after their buyer had died)",
         f"lost: {t.lost}   torn: {t.torn}   duplicated: {t.duplicated}   repeated: {t.repeated}   "
         f"secrets: {t.secrets}",
         f"failed jobs: {t.failed}   bad exits: {t.bad_exits}   tracebacks: {t.tracebacks}   "

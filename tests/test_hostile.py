@@ -282,6 +282,7 @@ PARSER_EXAMPLES = 10_000 * SCALE
 SPOOL_RUNS = 50 * SCALE
 
 
+@pytest.mark.timeout(300 * SCALE)
 @settings(max_examples=PARSER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PARSER_BYTES)
 def test_fuzz_the_request_parser_accepts_or_gives_a_reason(blob: bytes) -> None:
@@ -298,6 +299,7 @@ def test_fuzz_the_request_parser_accepts_or_gives_a_reason(blob: bytes) -> None:
 NAMES = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=40)
 
 
+@pytest.mark.timeout(300 * SCALE)
 @settings(max_examples=SPOOL_RUNS, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(NAMES, SPOOL_BYTES), min_size=1, max_size=40, unique_by=lambda x: x[0]))

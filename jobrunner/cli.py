@@ -96,13 +96,16 @@ def main() -> None:
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH.prom",
               help="Write Prometheus metrics there (node_exporter's textfile collector format), every few seconds.")
 @click.option("--metrics-interval", type=click.FloatRange(0.1), default=5.0, show_default=True, hidden=True)
+@click.option("--producers", metavar="GROUP", default=None, envvar="JOBRUNNER_PRODUCERS",
+              help="Take only request files owned by members of GROUP (and root and the daemon's user); others "
+                   "are rejected with a reason. Default: any owner.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line. Under systemd, lines carry journald's priority prefix.")
 def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain_timeout: float, settle: float,
         rescan: float, retry_base: float, retry_max: float, retention: str | None, metrics_file: Path | None,
-        metrics_interval: float, log_level: str, log_format: str) -> None:
+        metrics_interval: float, producers: str | None, log_level: str, log_format: str) -> None:
     """Run the daemon (until SIGTERM/SIGINT, or with --burst until nothing is due)."""
     import asyncio
 
@@ -116,14 +119,18 @@ def run(data_dir: str | None, concurrency: int, burst: bool, workers: int, drain
                         settle_s=settle, rescan_interval_s=rescan,
                         retry=RetryPolicy(base_s=retry_base, max_s=retry_max),
                         retention_s=None if retention is None else _window(retention, "--retention"),
-                        metrics_file=_metrics_path(metrics_file), metrics_interval_s=metrics_interval)
+                        metrics_file=_metrics_path(metrics_file), metrics_interval_s=metrics_interval,
+                        producers=producers)
     if workers == 1:
-        sys.exit(asyncio.run(Worker(layout, settings).run()))
+        try:
+            sys.exit(asyncio.run(Worker(layout, settings).run()))
+        except OSError as exc:  # the data dir cannot be written (full, read-only, gone): said in one line
+            raise JobrunnerError(f"the daemon cannot run on {layout.root}: {exc}") from None
     from dataclasses import replace
 
     from .supervisor import supervise
 
-    layout.ensure()  # a bad data dir is one clear error here, not one per worker
+    layout.ensure(own=True)  # a bad data dir is one clear error here, not one per worker
     sys.exit(supervise(workers, lambda i: asyncio.run(Worker(layout, replace(settings, shard=(i, workers))).run()),
                        burst=burst))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -166,8 +167,14 @@ class Layout:
         return self.job_dir(job_id) / "cancel"
 
     # --- set-up ----------------------------------------------------------------------------
-    def ensure(self) -> None:
-        """Create the directories (idempotent). A data dir that cannot be made is a ConfigError."""
+    def ensure(self, *, own: bool = False) -> None:
+        """Create the directories (idempotent). A data dir that cannot be made is a ConfigError.
+
+        With ``own`` (the daemon), the spool's own folders must be real directories of the daemon's user.
+        Producers may create entries in the spool (it is theirs, group-writable, sticky), so one could plant
+        ``.rejected`` as a symlink to jobs/ (the daemon would then move producers' files among the status
+        files, which only it may write) or ``.active`` as a folder of their own (and delete accepted jobs
+        from it). A folder made by ``mkdir`` here is the daemon's; one found in place is checked."""
         try:
             for path in (
                 self.queue,
@@ -182,8 +189,21 @@ class Layout:
             ):
                 path.mkdir(parents=True, exist_ok=True)
             self.outbox.mkdir(mode=0o700, exist_ok=True)  # entries hold webhook URLs, which may hold tokens
+        except FileExistsError as exc:  # a file where a folder should be
+            raise ConfigError(f"data dir {self.root} is not usable: {exc.filename} is not a directory; remove it "
+                              "(the daemon makes its own)") from exc
         except OSError as exc:
             raise ConfigError(f"data dir {self.root} is not usable: {exc.strerror or exc}") from exc
+        if own:
+            for path in (self.staging, self.claimed, self.active, self.deferred, self.rejected, self.done):
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+                    kind = "symlink" if stat.S_ISLNK(st.st_mode) else "file"
+                    raise ConfigError(f"{path} is not a directory but a {kind}: someone who can write the spool "
+                                      "put it there; remove it (the daemon makes its own)")
+                if st.st_uid != os.geteuid() and path != self.staging:
+                    raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to the daemon's user (uid "
+                                      f"{os.geteuid()}): remove it, or chown it to the daemon's user")
 
     def check_exists(self) -> None:
         """For read-only commands: a data dir that does not exist is a ConfigError, not an empty list."""

@@ -65,6 +65,15 @@ def setup(level: str, fmt: str = "text", stream: TextIO | None = None, *, proces
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def one_line(text: str) -> str:
+    """A string from outside (a spool file's name) as it may go into a log message: with its control
+    characters (newline, ESC, ...) written as escapes, so that it cannot start a line of its own and forge
+    one. Printable text, non-ASCII included, stays as it is."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def journal_stream(stream: TextIO | None = None) -> bool:
     """Whether ``stream`` (default sys.stderr) is connected to the journal: systemd sets $JOURNAL_STREAM to
     the "DEV:INODE" of the socket it gives as stdout/stderr. Comparing it with the stream itself (rather

@@ -29,6 +29,7 @@ from datetime import timedelta
 from . import failpoints, index, ledger, status, webhooks
 from .errors import DuplicateJob, InvalidRequest
 from .layout import Layout
+from .logs import one_line
 from .metrics import METRICS
 from .request import decode
 from .retry import RetryPolicy
@@ -36,6 +37,7 @@ from .spool import ActiveClaim, Spool, dead_workers
 from .status import AttemptRecord, ErrorInfo, JobStatus, State
 
 log = logging.getLogger("jobrunner.recovery")
+_failing: dict[str, str] = {}  # job id -> why its recovery failed last (said once)
 
 
 def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
@@ -53,7 +55,7 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
                 spool.to_queue(folder / name)
                 moved += 1
             except OSError as exc:
-                log.error("could not return %s/%s to the queue: %s (will try again)", worker, name, exc)
+                log.error("could not return %s/%s to the queue: %s (will try again)", worker, one_line(name), exc)
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(folder)
         if fd is not None:
@@ -69,7 +71,12 @@ def recover(layout: Layout, spool: Spool, policy: RetryPolicy) -> int:
         except DuplicateJob:
             log.warning("[%s] a duplicate request was left in .active/; set aside", claim.job_id)
         except (OSError, ValueError) as exc:
-            log.error("[%s] could not recover: %s (will try again)", claim.job_id, exc)
+            if _failing.get(claim.job_id) != str(exc):  # once, not at every round while it lasts
+                log.error("[%s] could not recover: %s (trying again at every round until it works)", claim.job_id,
+                          exc)
+                _failing[claim.job_id] = str(exc)
+        else:
+            _failing.pop(claim.job_id, None)
         finally:
             claim.release()
     return moved
@@ -115,7 +122,8 @@ def _status_from_request(claim: ActiveClaim) -> JobStatus:
 def _count_interrupted_attempt(layout: Layout, claim: ActiveClaim, policy: RetryPolicy, doc: JobStatus) -> None:
     at = status.now()
     attempt = doc.attempt
-    message = f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died"
+    message = (f"attempt {attempt} was interrupted: the daemon running it ({doc.worker or 'unknown'}) died, or "
+               "its outcome could not be written")
     history = [*doc.history]
     common = {"claim": claim.token, "updated_at": at, "attempt": attempt}
     METRICS.attempt_ended(doc.type, "interrupted" if attempt < doc.max_attempts else "failed", None)

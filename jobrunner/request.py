@@ -149,7 +149,7 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem, each naming the field path, e.g. ``max_pages: must be <= 100 (got 500)``."""
     lines = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"]) or "(request)"
+        loc = ".".join(_shown(str(part)) for part in err["loc"]) or "(request)"
         got = ""
         if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
             shown = json.dumps(err["input"], default=str)
@@ -158,6 +158,12 @@ def format_validation_error(exc: ValidationError) -> str:
         msg = msg.removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}{got}")
     return "; ".join(lines)
+
+
+def _shown(name: str) -> str:
+    """A field name from the request, as it may be shown in one line: one with a newline or another control
+    character (a key is any string) is quoted with escapes."""
+    return name if name.isprintable() else json.dumps(name)
 
 
 def validate(obj: Mapping[str, Any], models: Mapping[str, type[JobRequest]]) -> JobRequest:

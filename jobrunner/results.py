@@ -24,7 +24,7 @@ class ResultsFile:
 
     def start(self) -> None:
         """Begin this attempt's results (an earlier attempt's file is replaced)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(exist_ok=True)  # not its parents: a data dir gone is not made again here
         self.close()
         self._file = open(self.path, "wb")  # noqa: SIM115 - held open for the attempt; closed by finish()
         self.rows = 0

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import json
 import os
+import pwd
 import stat
 import time
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from . import status
 from .durable import fsync_dir, rename_noreplace, write_atomic, write_tmp
-from .errors import DuplicateJob, InvalidRequest
+from .errors import ConfigError, DuplicateJob, InvalidRequest
 from .layout import Layout, is_spool_name, validate_id
 from .request import MAX_REQUEST_BYTES
 
@@ -100,14 +102,45 @@ def dead_workers(layout: Layout, alive: str) -> Iterator[tuple[str, int | None]]
         yield worker, fd
 
 
+def producer_uids(group: str) -> frozenset[int]:
+    """The users whose files the daemon takes under ``run --producers GROUP``: the group's members (listed,
+    or by their primary group), root, and the daemon's own user. Read once, at start-up."""
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        raise ConfigError(f"--producers {group}: there is no such group") from None
+    uids = {0, os.geteuid()}
+    for user in pwd.getpwall():
+        if user.pw_gid == entry.gr_gid or user.pw_name in entry.gr_mem:
+            uids.add(user.pw_uid)
+    return frozenset(uids)
+
+
+def spool_warnings(layout: Layout) -> list[str]:
+    """What is unsafe about the spool's modes, for a warning at start-up (the daemon runs anyway)."""
+    try:
+        mode = os.stat(layout.queue).st_mode
+    except OSError:
+        return []
+    if not mode & stat.S_IWOTH:
+        return []
+    sticky = "" if mode & stat.S_ISVTX else " and anyone may delete or rename the requests of others"
+    return [f"the spool {layout.queue} is world-writable (mode {stat.filemode(mode)}): any user of this machine "
+            f"can submit jobs{sticky}; give it to a group of producers instead: chmod o-w,g+rwxs,+t "
+            f"{layout.queue} (and run with --producers GROUP to refuse other owners' files)"]
+
+
 class Spool:
-    def __init__(self, layout: Layout, worker: str, *, settle_s: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES):
+    def __init__(self, layout: Layout, worker: str, *, settle_s: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES,
+                 producers: frozenset[int] | None = None):
         self.layout = layout
         self.worker = worker
         self.settle_s = settle_s
         self.max_bytes = max_bytes
+        self.producers = producers  # owners whose files are taken (None: any owner)
         self.mine = layout.worker_dir(worker)
         self.peeked: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # name -> (identity, bytes) read by settled()
+        self.seen: dict[str, tuple[tuple[int, int, int], float]] = {}  # name -> (identity, monotonic first seen)
 
     # --- finding work -------------------------------------------------------------------------
     def list_queue(self) -> list[str]:
@@ -137,7 +170,10 @@ class Spool:
             return False
         if not stat.S_ISREG(st.st_mode):
             return True
-        if now - st.st_mtime >= self.settle_s or st.st_size > self.max_bytes:
+        quiet = now - st.st_mtime
+        if quiet < 0:  # its mtime is ahead of our clock (stepped back, or a writer with another clock)
+            quiet = self._watched(name, st)
+        if quiet >= self.settle_s or st.st_size > self.max_bytes:
             return True
         if st.st_nlink > 1 or st.st_size == 0:
             return False
@@ -157,8 +193,22 @@ class Spool:
         self.peeked[name] = (_identity(opened), data)  # read() reuses them if the file has not changed
         return True
 
+    def _watched(self, name: str, st: os.stat_result) -> float:
+        """How long we have seen queue/<name> unchanged (on the monotonic clock): its quiet time when its
+        mtime cannot tell (a file dropped before the wall clock stepped back would otherwise wait for the
+        clock to catch up, an hour for a step of an hour)."""
+        now = time.monotonic()
+        seen = self.seen.get(name)
+        if seen is None or seen[0] != _identity(st):
+            if len(self.seen) >= 10_000:  # names of files gone since: forget them all now and then
+                self.seen.clear()
+            self.seen[name] = (_identity(st), now)
+            return 0.0
+        return now - seen[1]
+
     def claim(self, name: str) -> Path | None:
         """Take queue/<name>; None if another daemon took it first."""
+        self.seen.pop(name, None)
         dest = self.mine / name
         try:
             os.rename(self.layout.queue / name, dest)
@@ -178,6 +228,10 @@ class Spool:
             )
         if st.st_size > self.max_bytes:
             raise InvalidRequest(f"request is {st.st_size} bytes; the limit is {self.max_bytes}")
+        if self.producers is not None and st.st_uid not in self.producers:
+            raise InvalidRequest(f"the file is owned by {_user(st.st_uid)}, who is not one of the producers "
+                                 "this daemon takes requests from (run --producers); submit as a member of "
+                                 "that group")
         peeked = self.peeked.pop(path.name, None)
         if peeked is not None and peeked[0] == _identity(st):
             return peeked[1], st
@@ -219,7 +273,14 @@ class Spool:
             "worker": self.worker,
         }
         reason_path = dest.with_name(dest.name + ".reason")
-        write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
+        try:
+            write_atomic(reason_path, (json.dumps(note, indent=1) + "\n").encode(), tmp_dir=self.layout.rejected)
+        except OSError:
+            # no reason could be written (a full disk): not a rejected file nobody can explain, but the
+            # entry back where it was, for the caller to return to the queue and try again later
+            with contextlib.suppress(OSError):
+                rename_noreplace(dest, path)
+            raise
         return dest
 
     def to_queue(self, path: Path) -> Path:
@@ -413,6 +474,13 @@ def _unique_move(path: Path, folder: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:

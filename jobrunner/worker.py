@@ -41,6 +41,7 @@ from .errors import (
 )
 from .handlers import Handler, load_handlers
 from .layout import Layout
+from .logs import one_line
 from .metrics import METRICS
 from .notify import Notifier
 from .providers import Providers
@@ -48,7 +49,7 @@ from .recovery import recover
 from .request import MAX_REQUEST_BYTES, JobRequest, decode, generated_id, validate
 from .results import ResultsFile
 from .retry import RetryPolicy, decide, is_retryable
-from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id
+from .spool import ActiveClaim, Spool, WorkerLock, new_worker_id, producer_uids, spool_warnings
 from .status import AttemptRecord, ErrorInfo, JobStatus, Progress, State
 from .watcher import SpoolWatcher
 from .webhooks import Outbox, WebhookConfig
@@ -81,6 +82,7 @@ class Settings:
     prune_interval_s: float = 3600.0
     metrics_file: Path | None = None  # `run --metrics-file`: node_exporter's textfile format, rewritten
     metrics_interval_s: float = 5.0
+    producers: str | None = None  # `run --producers GROUP`: take only files its members own (None: any owner)
 
 
 @dataclass(order=True)
@@ -94,6 +96,7 @@ class Ready:
     created_at: datetime = field(compare=False)
     path: Path | None = field(compare=False, default=None)
     previous: JobStatus | None = field(compare=False, default=None)
+    early: bool = field(compare=False, default=False)  # a retry of ours whose delay has passed (see retry_due)
 
 
 @dataclass
@@ -212,16 +215,32 @@ class Worker:
         self.failures: collections.deque[float] = collections.deque()  # when jobs failed (for the status line)
         self.deferred_waiting = 0
         self.untakable: set[str] = set()  # queue files a claim failed on (logged once each)
+        self.unrejectable: dict[str, float] = {}  # bad requests not set aside yet -> when that last failed
+        self.scan_error: str | None = None  # why the last scan of the spool failed (logged once, until it works)
+        self.root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the data dir we started on
+        self.root_gone = False
+        self.exit_code = 0
+        # Retries this daemon scheduled: job id -> (monotonic due, the wall-clock due stamped on its deferred
+        # file). A retry's delay is a duration, so it is timed on the monotonic clock: a step of the wall
+        # clock (NTP, a VM resumed) makes it neither an hour late nor at once. The file's mtime stays the
+        # due time for everyone else (other daemons, the next start).
+        self.retry_due: dict[str, tuple[float, float]] = {}
+        self.clock_offset = time.time() - time.monotonic()  # to notice a step of the wall clock
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "rejected": 0, "cancelled": 0}
         self.completions = CompletionLog()
 
     # ------------------------------------------------------------------ life of the daemon
     async def run(self) -> int:
-        self.layout.ensure()
+        self.layout.ensure(own=True)
+        st = os.stat(self.layout.root)
+        self.root_id = (st.st_dev, st.st_ino)
         s = self.settings
         _quiet_gc()
         self.lock = WorkerLock(self.layout, self.worker_id)
-        self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes)
+        self.spool = Spool(self.layout, self.worker_id, settle_s=s.settle_s, max_bytes=s.max_request_bytes,
+                           producers=producer_uids(s.producers) if s.producers else None)
+        for warning in spool_warnings(self.layout):
+            log.warning("%s", warning)
         self.writer = Committer(self.layout.root, self.layout.jobs_tmp)
         self.providers = Providers()  # reads the providers' configuration: a bad file stops us here
         self.webhooks = Outbox(self.layout, WebhookConfig.load())
@@ -272,7 +291,7 @@ class Worker:
             self.lock.release()
         self.completions.flush()
         log.info("stopped: %s", ", ".join(f"{v} {k}" for k, v in self.stats.items()))
-        return 0
+        return self.exit_code
 
     def _note_changed(self) -> None:
         index.note(self.layout, *self.noted)
@@ -299,6 +318,14 @@ class Worker:
             interval = min(interval, self.notifier.watchdog_interval_s / 3)
         last_heartbeat = 0.0
         while True:
+            offset = time.time() - time.monotonic()  # from one tick to the next: a slew never adds up to 1 s
+            if abs(offset - self.clock_offset) >= 1.0:
+                log.warning("the wall clock stepped %s by %.1fs: retry delays this daemon set still run their "
+                            "length (on the monotonic clock), timeouts too; not_before times are times of day and "
+                            "move with the clock", "forward" if offset > self.clock_offset else "back",
+                            abs(offset - self.clock_offset))
+                self.wake.set()
+            self.clock_offset = offset
             if not self.settings.watch or self.watcher.alive:
                 self.notifier.watchdog()
             self.notifier.status(("stopping: " if self.stopping.is_set() else "") + self.status_line())
@@ -394,6 +421,9 @@ class Worker:
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            if not self._data_dir_here():
+                await asyncio.sleep(s.rescan_interval_s)  # nothing to scan: no wake-up or due time counts
+                continue
             if s.watch and not watcher.alive:
                 watcher.ensure_alive()
             if time.monotonic() - self.last_recover >= s.recover_interval_s:
@@ -403,6 +433,32 @@ class Worker:
                 self.webhooks.scan()
             await self._fill()
             self._start_ready()
+
+    def _data_dir_here(self) -> bool:
+        """Whether the data dir is still the one we started on. Gone (moved away, deleted, its disk gone):
+        said once, and we wait for it to come back. Another one in its place (deleted and made again): we
+        stop, with exit status 1, so that the service manager starts a daemon on the new one."""
+        try:
+            st = os.stat(self.layout.root)
+            here: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            here = None
+        if here == self.root_id:
+            if self.root_gone:
+                log.info("the data dir %s is back; going on", self.layout.root)
+                self.root_gone = False
+            return True
+        if here is None:
+            if not self.root_gone:
+                log.error("the data dir %s is gone (moved, deleted or unmounted); waiting for it to come back",
+                          self.layout.root)
+                self.root_gone = True
+            return False
+        log.error("the data dir %s was replaced by another directory while the daemon ran; stopping (start it "
+                  "again to use the new one)", self.layout.root)
+        self.exit_code = 1
+        self.request_stop()
+        return False
 
     def _deferred_event(self) -> None:
         self.deferred_changed = True
@@ -414,7 +470,32 @@ class Worker:
         self.wake.set()
 
     def _deferred_due_now(self) -> bool:
+        if self.retry_due and min(mono for mono, _ in self.retry_due.values()) <= time.monotonic():
+            return True
         return self.next_deferred_due is not None and self.next_deferred_due <= time.time()
+
+    def _retimed(self, due: list[tuple[float, str]]) -> tuple[list[tuple[float, str]], set[str]]:
+        """The due list with our own retries timed on the monotonic clock: those whose delay has passed are
+        due whatever the wall clock says (returned as ``early``), those whose delay has not are not."""
+        now = time.monotonic()
+        listed = {job_id for _, job_id in due}
+        early: set[str] = set()
+        not_yet: set[str] = set()
+        for job_id, (mono_due, wall_due) in list(self.retry_due.items()):
+            if mono_due > now and job_id not in listed:
+                continue  # not due by either clock: nothing to look at yet
+            try:
+                mtime: float | None = os.lstat(self.layout.deferred_request(job_id)).st_mtime
+            except FileNotFoundError:
+                mtime = None
+            if mtime is None or abs(mtime - wall_due) > 1.0:  # taken since, by us or another daemon (1 s: the
+                del self.retry_due[job_id]                   # mtimes of some filesystems are that coarse)
+            elif mono_due > now:
+                not_yet.add(job_id)
+            elif job_id not in listed:
+                due.append((mtime, job_id))
+                early.add(job_id)
+        return [d for d in due if d[1] not in not_yet], early
 
     async def _recover(self) -> None:
         self.last_recover = time.monotonic()
@@ -442,7 +523,13 @@ class Worker:
             if self._room() > 0:
                 await self._take_queue()
         except OSError as exc:
-            log.error("scanning the spool failed: %s; retrying on the next scan", exc)
+            if str(exc) != self.scan_error:  # once, not at every scan while it lasts
+                log.error("scanning the spool failed: %s; retrying at every scan until it works", exc)
+                self.scan_error = str(exc)
+            return
+        if self.scan_error is not None:
+            log.info("the spool can be scanned again")
+            self.scan_error = None
 
     async def _take_deferred(self) -> None:
         """Queue up deferred jobs that are due. They are taken (renamed) only when they start."""
@@ -450,6 +537,10 @@ class Worker:
         self.deferred_changed = False
         due, later, self.deferred_waiting = await asyncio.to_thread(self.spool.due_deferred, time.time())
         self.next_deferred_due = later
+        if self.retry_due:
+            due, early = self._retimed(due)
+        else:
+            early = set()
         for when, job_id in due:
             if job_id in self.waiting_ids or job_id in self.running:
                 continue
@@ -476,7 +567,7 @@ class Worker:
                     await self._fail_unrunnable(claim, doc, InvalidRequest(reason))
                 continue
             self._push(Ready((-request.priority, when, next(self.seq)), job_id, request, doc.created_at,
-                             previous=doc))
+                             previous=doc, early=job_id in early))
 
     def _push(self, item: Ready) -> None:
         heapq.heappush(self.ready, item)
@@ -523,6 +614,9 @@ class Worker:
         claimed, unsettled = [], 0
         self.spool.peeked.clear()
         for name in names:
+            failed_at = self.unrejectable.get(name)
+            if failed_at is not None and time.monotonic() - failed_at < self.settings.recover_interval_s:
+                continue  # could not be set aside a moment ago (a full disk): not again at every scan
             try:
                 if not self.spool.settled(name, now):
                     if (self.layout.queue / name).exists():
@@ -531,7 +625,8 @@ class Worker:
                 path = self.spool.claim(name)
             except OSError as exc:  # this file cannot be taken (say, immutable): the others still can
                 if name not in self.untakable:
-                    log.error("cannot take %s from the queue (%s); it stays there, the others go on", name, exc)
+                    log.error("cannot take %s from the queue (%s); it stays there, the others go on", one_line(name),
+                              exc)
                     self.untakable.add(name)
                 continue
             if path is not None:
@@ -551,7 +646,7 @@ class Worker:
             await self._reject(path, exc)
             return
         except Exception as exc:  # a bug must cost one request, not the daemon
-            log.exception("unexpected error reading %s", path.name)
+            log.exception("unexpected error reading %s", one_line(path.name))
             await self._reject(path, InvalidRequest(f"could not be read ({error_type(exc)}: {exc})"))
             return
         item = Ready((-request.priority, st.st_mtime, next(self.seq)), request.id or generated_id(st), request,
@@ -562,10 +657,12 @@ class Worker:
             self._push(item)
 
     async def _reject(self, path: Path, exc: InvalidRequest, claim: ActiveClaim | None = None) -> None:
-        self.stats["rejected"] += 1
-        METRICS.rejected += 1
         job_id = exc.job_id
-        log.warning("rejected %s: %s", path.name, exc)
+        again = path.name in self.unrejectable  # setting it aside failed before: said once, not at every try
+        if not again:
+            self.stats["rejected"] += 1
+            METRICS.rejected += 1
+            log.warning("rejected %s: %s", one_line(path.name), exc)
         if job_id is not None and not isinstance(exc, DuplicateJob):
             # a failed status for a request whose id is known, unless that id belongs to another job
             now = status.now()
@@ -577,17 +674,25 @@ class Worker:
                     index.note(self.layout, job_id)
                     ledger.record(self.layout, [doc])
             except (OSError, ValueError) as err:
-                log.error("could not write the failed status of %s: %s", job_id, err)
+                if not again:
+                    log.error("could not write the failed status of %s: %s", job_id, err)
         try:
             if claim is not None:
                 claim.reject(self.spool, str(exc), error=error_type(exc), name=path.name)
             else:
                 await asyncio.to_thread(self.spool.reject, path, str(exc), error=error_type(exc), job_id=job_id)
         except (OSError, ValueError) as err:
-            log.error("could not set %s aside (%s); it goes back to the queue to be looked at again", path.name, err)
+            if not again:
+                log.error("could not set %s aside (%s); it goes back to the queue, to be set aside once that "
+                          "works", one_line(path.name), err)
+            self.unrejectable[path.name] = time.monotonic()
             with contextlib.suppress(OSError):
                 if claim is None:
                     self.spool.to_queue(path)
+        else:
+            if again:
+                log.info("set %s aside at last, with its reason", one_line(path.name))
+                del self.unrejectable[path.name]
 
     # ------------------------------------------------------------------ running jobs
     def _start_ready(self) -> None:
@@ -610,6 +715,9 @@ class Worker:
     async def _process_guarded(self, item: Ready, slot: Running) -> None:
         try:
             await self.process(item, slot)
+        except OSError as exc:  # a full disk, a read-only or vanished data dir: one line, not a traceback
+            log.error("[%s] could not record the job's outcome (%s); it is recovered once the data dir can be "
+                      "written again", item.job_id, exc)
         except Exception:
             # Not a handler error (those are recorded): the spool or disk failed under us. The request
             # stays where it is (and its lock is dropped below), so it is recovered, never lost.
@@ -710,7 +818,8 @@ class Worker:
                 metadata=req.metadata,
             )
             return Job(self, doc, claim, req.notify_url)
-        claim = self.spool.take(self.layout.deferred, item.job_id, due_by=time.time())
+        claim = self.spool.take(self.layout.deferred, item.job_id, due_by=None if item.early else time.time())
+        self.retry_due.pop(item.job_id, None)
         if claim is None:
             return None  # another daemon took it, or it was cancelled or rescheduled meanwhile
         prev = status.read(self.layout.status(item.job_id)) or item.previous
@@ -782,6 +891,7 @@ class Worker:
                              history=self._record(job, "retry" if decision.counts else "throttled", at, info,
                                                   decision.delay_s), **given_back)
             self._note_deferred(due)
+            self.retry_due[job.doc.id] = (time.monotonic() + decision.delay_s, due.timestamp())
             self.stats["retried"] += 1
             log.warning("[%s] attempt %d failed (%s: %s); retrying in %.1fs", job.doc.id, job.doc.attempt,
                         info.type, info.message, decision.delay_s)
@@ -840,7 +950,7 @@ class Worker:
                 try:
                     await asyncio.to_thread(self.spool.to_queue, item.path)
                 except OSError as exc:
-                    log.error("could not return %s: %s (recovered at the next start)", item.path.name, exc)
+                    log.error("could not return %s: %s (recovered at the next start)", one_line(item.path.name), exc)
         self.waiting_ids.clear()
         if not self.running:
             return

@@ -120,15 +120,16 @@ class DataDir:
 class Daemon:
     """A real `jobrunner run` process."""
 
-    def __init__(self, data: DataDir, *args: str, name: str = "daemon") -> None:
+    def __init__(self, data: DataDir, *args: str, name: str = "daemon", wrap: tuple[str, ...] = ()) -> None:
         self.data = data
         self.args = args
+        self.wrap = wrap  # a command the daemon runs under (setpriv, to drop capabilities)
         self.log_path = data.root.parent / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str, wait_ready: bool = True) -> Daemon:
         self.log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([*JOBRUNNER, "run", *self.args, *extra], env=self.data.env,
+        self.proc = subprocess.Popen([*self.wrap, *JOBRUNNER, "run", *self.args, *extra], env=self.data.env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             wait_for(lambda: b"ready:" in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
@@ -172,8 +173,8 @@ def daemons(data: DataDir) -> Iterator[Callable[..., Daemon]]:
     """Make daemons on the test's data dir; any still running at the end are killed."""
     made: list[Daemon] = []
 
-    def make(*args: str, start: bool = True, wait_ready: bool = True) -> Daemon:
-        d = Daemon(data, "--settle", "0.3", "--rescan", "0.2", "--retry-base", "0.05", *args)
+    def make(*args: str, start: bool = True, wait_ready: bool = True, wrap: tuple[str, ...] = ()) -> Daemon:
+        d = Daemon(data, "--settle", "0.3", "--rescan", "0.2", "--retry-base", "0.05", *args, wrap=wrap)
         made.append(d)
         return d.start(wait_ready=wait_ready) if start else d
 
@@ -253,3 +254,46 @@ def web_servers(data: DataDir) -> Iterator[Callable[..., WebServer]]:
     for server in made:
         if server.alive:
             server.stop()
+
+def lines_with(log: str, text: str) -> list[str]:
+    """The lines of a daemon's log that hold ``text``."""
+    return [line for line in log.splitlines() if text in line]
+
+
+def assert_counts_completed(data: DataDir, n: int, steps: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Jobs c0..c<n-1> (testkit ``count`` jobs of ``steps`` steps) all completed, every stored step used and
+    none run again, and every status parses; their status documents."""
+    docs = [data.wait_status(f"c{i}", timeout=timeout) for i in range(n)]
+    for doc in docs:
+        assert doc["status"] == "completed", doc
+        assert doc["result"]["run"] + doc["result"]["reused"] == steps
+    assert data.log_lines("violations.log") == []
+    data.statuses()  # a torn status raises here
+    return docs
+
+
+def leaked_keys(data: DataDir) -> list[str]:
+    """Files under the data dir, and the daemons' logs beside it, that hold one of the keys the test
+    configured (``JOBRUNNER_*_KEY`` in ``data.extra_env``)."""
+    keys = [v.encode() for k, v in data.extra_env.items() if k.endswith("_KEY") and len(v) >= 8]
+    found = []
+    for path in [*data.root.rglob("*"), *data.root.parent.glob("*.log")]:
+        try:
+            if path.is_file() and not path.is_symlink():
+                blob = path.read_bytes()
+                found += [f"{path}: {key[:4].decode()}..." for key in keys if key in blob]
+        except OSError:  # a FIFO, a file the test made unreadable
+            continue
+    return found
+
+
+@pytest.fixture
+def keys_never_leak(data: DataDir) -> Iterator[None]:
+    """Give the daemons a key for every provider (the sandbox's, when a test points them there), and after
+    the test scan the data dir and the daemons' logs for them: zero hits."""
+    import secrets
+
+    for provider in ("LINKEDIN", "SKIPTRACE", "CARRIER", "DNC"):
+        data.extra_env.setdefault(f"JOBRUNNER_{provider}_KEY", "key-" + secrets.token_hex(12))
+    yield
+    assert leaked_keys(data) == []

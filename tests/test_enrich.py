@@ -6,18 +6,20 @@ import csv
 import io
 import json
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, DataDir
+from conftest import Daemon, DataDir, wait_for
 
 from jobrunner import checkpoint
 from jobrunner.layout import Layout
 from jobrunner.sandbox import Faults, Sandbox
 from jobrunner.sandbox.data import candidates
+from jobrunner.sandbox.paid import request_key
 
 FAST_CALLS = {"JOBRUNNER_CALL_BACKOFF_S": "0.02", "JOBRUNNER_CALL_MAX_WAIT_S": "5"}
 FIRST = ["Ava", "Ben", "Cara", "Dan", "Eve", "Finn", "Gia", "Hugo", "Ines", "Jack", "Kira", "Liam", "Mona", "Noah",
@@ -53,20 +55,6 @@ def results(data: DataDir, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def sandbox_key(step: str) -> str:
-    """The sandbox's ``ok_by_request`` key of the call a stored enrich step bought."""
-    call, _, what = step.partition(":")
-    if call == "carrier":
-        return f"carrier number={what}"
-    if call == "dnc":
-        return f"dnc phone={what}"
-    if call == "skip-details":
-        return f"skiptrace details peo_id={what}"
-    first, last, city, state, zip_code = what.split("|")
-    place = ", ".join(p for p in (city, " ".join(x for x in (state, zip_code) if x)) if p)
-    return f"skiptrace bynameaddress name={first} {last} citystatezip={place} page=1"
-
-
 def paid_counts(sb: Sandbox) -> Counter[str]:
     return Counter({k: v for k, v in sb.stats()["ok_by_request"].items() if not k.startswith("dnc-identity")})
 
@@ -95,7 +83,7 @@ def test_500_leads_through_faults_and_a_kill9(data: DataDir, daemons: Callable[.
             assert r["can_contact"] is True
     counts = paid_counts(sandbox)
     # every answer stored before the kill was bought exactly once, never again
-    assert {key: counts[sandbox_key(key)] for key in stored_at_kill} == {key: 1 for key in stored_at_kill}
+    assert {key: counts[request_key("enrich", {}, key)] for key in stored_at_kill} == {key: 1 for key in stored_at_kill}
     # an answer the sandbox gave while the daemon was being killed, before it was stored, is bought again:
     # at most one per call in flight (16 leads at a time, one call each)
     repeats = {k: n for k, n in counts.items() if n > 1}
@@ -233,3 +221,59 @@ def test_a_bad_key_fails_the_job_at_once(data: DataDir, daemons: Callable[..., D
     assert [h["outcome"] for h in doc["history"]] == ["failed"]
     assert sandbox.stats()["calls"].get("skiptrace GET /search/bynameaddress", 0) <= 16  # stopped at once
     assert d.term() == 0
+
+
+def test_no_paid_call_of_an_attempt_outlives_it(data: DataDir, daemons: Callable[..., Daemon],
+                                               sandbox: Sandbox) -> None:
+    """A skip trace throttled (Retry-After over what a call may sleep) ends the attempt while carrier lookups
+    of other leads are still in flight. Those answers are being bought: they are stored by this attempt, not
+    left running beside the next one (which would buy them again, in another daemon maybe)."""
+    sandbox.set_faults(Faults(latency_ms=1500), provider="carrier")
+    sandbox.set_faults(Faults(status_override=429), provider="skiptrace")  # Retry-After: 1
+    use(data, sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5")
+    d = daemons()
+    leads = make_leads(8, with_phone_every=2)  # 4 with a phone (a slow carrier lookup), 4 to skip-trace
+    data.drop("e.json", {"type": "enrich", "id": "overlap", "leads": leads, "options": {"dnc": False}})
+    wait_for(lambda: any(h["outcome"] == "throttled" for h in (data.status("overlap") or {}).get("history", [])),
+             30, "the attempt to be throttled")
+    sandbox.set_faults(Faults(), provider="skiptrace")
+    doc = data.wait_status("overlap", timeout=60)
+    assert doc["status"] == "completed", doc
+    stored = [r["key"] for r in checkpoint.records(Layout(data.root), "overlap")]
+    assert len(stored) == len(set(stored)), "a step was stored twice"
+    carrier_counts = {k: n for k, n in paid_counts(sandbox).items() if k.startswith("carrier ")}
+    assert carrier_counts and set(carrier_counts.values()) == {1}, carrier_counts
+    assert d.term() == 0
+
+
+def test_an_attempt_that_times_out_stops_its_paid_calls(data: DataDir, daemons: Callable[..., Daemon],
+                                                        sandbox: Sandbox) -> None:
+    """timeout_s cancels the attempt from outside: its calls in flight are cancelled with it, and nothing is
+    stored for the job after its attempts have ended."""
+    sandbox.set_faults(Faults(latency_ms=1500), provider="carrier")
+    use(data, sandbox)
+    d = daemons()
+    data.drop("e.json", {"type": "enrich", "id": "late", "leads": make_leads(4, with_phone_every=1),
+                         "options": {"dnc": False}, "timeout_s": 0.4, "max_attempts": 2})
+    doc = data.wait_status("late", ("failed",), timeout=30)
+    assert [h["outcome"] for h in doc["history"]] == ["retry", "failed"], doc["history"]
+    time.sleep(2.0)  # longer than a carrier answer takes
+    assert list(checkpoint.records(Layout(data.root), "late")) == []
+    assert d.term() == 0
+
+
+def test_calls_that_fail_as_the_attempt_ends_are_all_collected(data: DataDir, daemons: Callable[..., Daemon],
+                                                               sandbox: Sandbox) -> None:
+    """Every skip trace throttled at once: the calls that end while the leads are being cancelled are
+    collected too, not left for asyncio to log as "Task exception was never retrieved"."""
+    sandbox.set_faults(Faults(status_override=429, latency_ms=5), provider="skiptrace")
+    use(data, sandbox, JOBRUNNER_CALL_MAX_WAIT_S="0.5")
+    d = daemons()
+    data.drop("e.json", {"type": "enrich", "id": "crowd", "leads": make_leads(48, with_phone_every=0)})
+    wait_for(lambda: any(h["outcome"] == "throttled" for h in (data.status("crowd") or {}).get("history", [])),
+             30, "the attempt to be throttled")
+    sandbox.set_faults(Faults(), provider="skiptrace")
+    assert data.wait_status("crowd", timeout=60)["status"] == "completed"
+    assert "never retrieved" not in d.output()
+    assert d.term() == 0
+    assert "never retrieved" not in d.output()

@@ -342,7 +342,8 @@ def test_stats_count_calls_and_what_was_paid_for(sb: Sandbox, client: httpx.Clie
     assert stats["status_counts"]["200"] == 3 and sum(stats["status_counts"].values()) == 5
     assert len(stats["requests"]) == 5
     for entry in stats["requests"]:
-        assert set(entry) == {"t", "provider", "endpoint", "status", "key_ok"}
+        assert set(entry) == {"t", "provider", "endpoint", "status", "key_ok", "key", "sold_at", "buyer_gone"}
+        assert entry["buyer_gone"] is False and entry["sold_at"] >= entry["t"]
         assert before - 1 <= entry["t"] <= time.time() + 1
         assert (entry["provider"], entry["endpoint"], entry["key_ok"]) == (
             "linkedin", "POST /premium_search_person", True)
@@ -564,3 +565,21 @@ def test_serve_forever_prints_one_line_and_stops_on_sigterm() -> None:
             proc.wait()
     assert proc.returncode == 0
     assert (out, err) == ("", "")  # nothing after the one line: the server logs nothing
+
+
+def test_a_sale_to_a_client_that_hung_up_says_so(make_sandbox: MakeSandbox, client: httpx.Client) -> None:
+    """A request whose client is gone (killed) before the answer is still counted, and marked: a sandbox
+    short of CPU can handle it after its sender died, and a test must not take that sale for a live one."""
+    import socket
+
+    sb = make_sandbox(faults=Faults(latency_ms=300))
+    host, port = sb.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(f"GET /carrier/v2/number_lookup/+15125550142?type=carrier HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    assert lookup(client, sb, "+15125550143").status_code == 200  # a client that waits for its answer
+    wait_for_sales = time.monotonic() + 5
+    while len(sb.stats()["requests"]) < 2 and time.monotonic() < wait_for_sales:
+        time.sleep(0.05)
+    gone = {r["key"]: r["buyer_gone"] for r in sb.stats()["requests"]}
+    assert gone == {"carrier number=+15125550142": True, "carrier number=+15125550143": False}

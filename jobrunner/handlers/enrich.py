@@ -40,7 +40,8 @@ class EnrichOptions(BaseModel):
     skip_trace: bool = Field(default=True, description="Look up a phone for leads without one.")
     carrier_lookup: bool = Field(default=True, description="Look up line type and carrier, and gatekeep on them.")
     dnc: bool = Field(default=True, description="Scrub against the DNC API (fails closed).")
-    dnc_list: str | None = Field(default=None, description="A local DNC list file: one 10-digit number a line.")
+    dnc_list: str | None = Field(default=None, description="A local DNC list file: one 10-digit number a line (a "
+                                 "regular file of at most 1 GiB, read by the daemon's user).")
     dnc_agent_number: str = Field(default="1", max_length=32, description="currentContextAgentNumber for the scrub.")
     allowed_line_types: list[str] = Field(default_factory=lambda: ["mobile"],
                                           description="Line types kept (others dropped: voip, fixed line, landline).")
@@ -190,10 +191,12 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
     workers = [asyncio.create_task(worker()) for _ in range(min(opts.concurrency, total))]
     try:
         await asyncio.gather(*workers)
-    except BaseException:
+    except BaseException as exc:
+        calls = list(inflight.values())  # now: one that ends while the leads are cancelled leaves inflight
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        await _settle_calls(calls, cancel=isinstance(exc, asyncio.CancelledError))
         results.close()
         raise
     summary = {"leads": total, "enriched": counts["enriched"], "dropped": dict(dropped), "failed": failed,
@@ -204,6 +207,27 @@ async def run(request: EnrichRequest, ctx: JobContext) -> Result:
                              f"runs only those: {summary}")
     results.finish()
     return summary
+
+
+async def _settle_calls(calls: list[asyncio.Future[Any]], *, cancel: bool) -> None:
+    """The paid calls in flight when the attempt ended (they are shielded from the leads that wait on
+    them, so cancelling the leads does not stop them). None may outlive the attempt: the next attempt, in
+    this daemon or another, would not find its answer stored and would buy it again, while this one went on
+    storing answers for a job it no longer runs. When the attempt ends on its own (a throttle, a refused key)
+    they are waited for, so an answer being bought is stored; when it is cancelled from outside (its timeout,
+    a cancel, the drain's deadline) they are cancelled. Either way each one's outcome is collected here: a
+    lead that was cancelled takes its shield's callback with it, and an error nobody collects is logged by
+    asyncio as "Task exception was never retrieved"."""
+    if cancel:
+        for task in calls:
+            task.cancel()
+    try:
+        await asyncio.gather(*calls, return_exceptions=True)
+    except asyncio.CancelledError:  # cancelled while waiting for them: stop them too
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        raise
 
 
 async def _search(client: Any, row: dict[str, Any], stats: CallStats) -> list[dict[str, Any]]:

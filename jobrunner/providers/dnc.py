@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+import stat
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -70,26 +71,44 @@ def _scrub(body: Any) -> Scrub:
 
 class LocalList:
     """The national registry's downloadable files: one 10-digit number a line. Loaded once per file
-    version (path, size, mtime) and shared by every job of the daemon."""
+    version (path, size, mtime) and shared by every job of the daemon.
 
+    The path comes from a request, so from a producer: only a regular file is read, of at most
+    ``MAX_BYTES``, a line at most ``_LINE`` bytes at a time. Opening a FIFO would block the daemon's event
+    loop until someone wrote to it (every job of the daemon stalled); a device such as /dev/zero, or a
+    huge file without a newline, would be read into memory without end."""
+
+    MAX_BYTES = 1 << 30  # about 90 million numbers
+    _LINE = 256
     _cache: dict[tuple[str, int, int], frozenset[str]] = {}
 
     @classmethod
     def load(cls, path: str) -> frozenset[str]:
         try:
-            st = os.stat(path)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once, unread
         except OSError as exc:
             raise PermanentError(f"the local DNC list {path} cannot be read: {exc.strerror}") from None
-        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-        if key not in cls._cache:
-            numbers = set()
-            with open(Path(path), "rb") as f:
-                for line in f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise PermanentError(f"the local DNC list {path} is not a regular file; name a file of numbers, "
+                                     "one a line")
+            if st.st_size > cls.MAX_BYTES:
+                raise PermanentError(f"the local DNC list {path} is {st.st_size} bytes; the limit is "
+                                     f"{cls.MAX_BYTES} (split it by area code)")
+        except BaseException:
+            os.close(fd)
+            raise
+        with open(fd, "rb") as f:
+            key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+            if key not in cls._cache:
+                numbers = set()
+                for line in iter(partial(f.readline, cls._LINE), b""):
                     digits = re.sub(rb"\D", b"", line)
                     if len(digits) == 11 and digits.startswith(b"1"):
                         digits = digits[1:]
                     if len(digits) == 10:
                         numbers.add(digits.decode())
-            cls._cache.clear()  # one version of one list at a time is plenty
-            cls._cache[key] = frozenset(numbers)
+                cls._cache.clear()  # one version of one list at a time is plenty
+                cls._cache[key] = frozenset(numbers)
         return cls._cache[key]

@@ -17,6 +17,7 @@ import contextlib
 import email.utils
 import json
 import math
+import select
 import signal
 import socket
 import socketserver
@@ -170,8 +171,22 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.latency_ms:
             srv.stopping.wait(faults.latency_ms / 1000)
         state.record(t=t, provider=mount, endpoint=endpoint.name, status=answer.status, key_ok=denied is None,
-                     ok_name=calls_name if good else None, request_key=answer.request_key if good else None)
+                     ok_name=calls_name if good else None, request_key=answer.request_key if good else None,
+                     sold_at=time.time(), buyer_gone=self._client_gone())
         return answer
+
+    def _client_gone(self) -> bool:
+        """Whether the client hung up before its answer (killed, or it gave up): the answer, sold all the same,
+        reaches nobody. A server short of CPU can handle a request long after it was sent, after its sender
+        died: this is how a test tells that sale from one made to a live client."""
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        if not poller.poll(0):
+            return False  # connected, nothing more sent (a peek would wait: the socket has a timeout)
+        try:
+            return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")  # end of stream: it hung up
+        except OSError:
+            return True  # reset
 
     def _faulted(self, outcome: Outcome, faults: Faults) -> Answer | None:
         if outcome.kind == "timeout":

@@ -140,8 +140,12 @@ class State:
             self._calls[name] += 1
 
     def record(self, *, t: float, provider: str, endpoint: str, status: int, key_ok: bool,
-               ok_name: str | None = None, request_key: str | None = None) -> None:
-        """Note an answer; ``ok_name``/``request_key`` only for a 200 with a good body."""
+               ok_name: str | None = None, request_key: str | None = None, sold_at: float | None = None,
+               buyer_gone: bool = False) -> None:
+        """Note an answer; ``ok_name``/``request_key`` only for a 200 with a good body. Each answer is also
+        kept in ``requests`` with its time ``t`` (the request's arrival), ``key`` (the request key, or None),
+        ``sold_at`` (when it was counted) and ``buyer_gone`` (its client had hung up by then), which is how a
+        test tells whether an answer was bought again after the step that stored it, and by whom."""
         with self._lock:
             self._status_counts[str(status)] += 1
             if ok_name is not None:
@@ -149,7 +153,8 @@ class State:
             if request_key is not None:
                 self._ok_by_request[request_key] += 1
             self._requests.append({"t": round(t, 6), "provider": provider, "endpoint": endpoint,
-                                   "status": status, "key_ok": key_ok})
+                                   "status": status, "key_ok": key_ok, "key": request_key,
+                                   "sold_at": round(t if sold_at is None else sold_at, 6), "buyer_gone": buyer_gone})
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
-FINAL_OUTCOMES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+FINAL_OUTCOMES = frozenset({"completed", "failed", "cancelled"})  # attempt outcomes that end the job
 
 
 def _escape(value: str) -> str:
@@ -87,7 +87,7 @@ class Metrics:
         if seconds is not None and seconds >= 0:
             self.attempt_seconds[job_type].observe(seconds)
         if outcome in FINAL_OUTCOMES:
-            self.jobs_finished[(job_type, FINAL_OUTCOMES[outcome])] += 1
+            self.jobs_finished[(job_type, outcome)] += 1
 
     def render(self, gauges: Gauges, worker: str | None = None) -> str:
         """The exposition text. ``gauges``: name -> (help, {label values: value}, label names)."""

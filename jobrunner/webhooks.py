@@ -94,7 +94,9 @@ class WebhookConfig:
     timeout_s: float = 10.0
 
     def url_for(self, job_type: str, requested: str | None) -> str | None:
-        return requested or self.by_type.get(_type_key(job_type)) or self.url
+        if requested or not self.by_type:  # (asked at every job's end: no key to build when there are no types)
+            return requested or self.url
+        return self.by_type.get(_type_key(job_type)) or self.url
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:

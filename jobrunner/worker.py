@@ -386,8 +386,9 @@ class Worker:
         """SIGHUP: read the providers' configuration again; running jobs carry on."""
         self.notifier.reloading()
         try:
+            webhook_config = WebhookConfig.load()  # read before anything changes: a bad file changes nothing
             self.providers.reload()
-            self.webhooks.config = WebhookConfig.load()
+            self.webhooks.config = webhook_config
         except JobrunnerError as exc:
             log.error("reload failed, the configuration in use is unchanged: %s", exc)
         else:

@@ -117,7 +117,28 @@ class DataDir:
                               capture_output=True, text=True, timeout=timeout)
 
 
-class Daemon:
+class _Process:
+    """A `jobrunner` process of a test, its output in a log file beside the data dir."""
+
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None
+    log: Any
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        rc = self.proc.wait(timeout)
+        self.log.close()
+        return rc
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Daemon(_Process):
     """A real `jobrunner run` process."""
 
     def __init__(self, data: DataDir, *args: str, name: str = "daemon", wrap: tuple[str, ...] = ()) -> None:
@@ -137,9 +158,6 @@ class Daemon:
             assert self.proc.poll() is None, self.output()
         return self
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -152,15 +170,6 @@ class Daemon:
         self.signal(signal.SIGTERM)
         return self.wait(timeout)
 
-    def wait(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        rc = self.proc.wait(timeout)
-        self.log.close()
-        return rc
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @pytest.fixture
@@ -196,7 +205,7 @@ def run_burst(data: DataDir, *args: str, timeout: float = 120,
                           env={**data.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
-class WebServer:
+class WebServer(_Process):
     """A real `jobrunner serve` process on 127.0.0.1, on a port the kernel picked (its `listening:` line)."""
 
     def __init__(self, data: DataDir, *args: str, env: dict[str, str] | None = None) -> None:
@@ -224,20 +233,11 @@ class WebServer:
 
         return httpx.Client(base_url=self.url, timeout=30, follow_redirects=False, **kwargs)
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def stop(self, timeout: float = 20) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        self.log.close()
-        return rc
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.wait(timeout)
 
 
 @pytest.fixture

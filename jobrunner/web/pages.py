@@ -131,6 +131,13 @@ def short_time(value: object) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the panel
+def _job_item(doc: Doc, detail: str, extra: str = "") -> str:
+    """One job of the panel: its id, type, badge and ``detail``, then ``extra`` (a bar) and its error."""
+    return (f'<li class="job" data-job-id="{e(doc.get("id"))}" data-status="{e(doc.get("status"))}">'
+            f'<div class="job-line">{job_link(doc.get("id"))} <span class="type">{e(doc.get("type"))}</span>'
+            f' {badge(doc.get("status"))} <span class="muted">{e(detail)}</span></div>{extra}{error_box(doc)}</li>')
+
+
 def panel_fragment(layout: Layout) -> str:
     docs, queued = listing.active(layout)
     running = sum(1 for d in docs if d.get("status") == "running")
@@ -143,20 +150,14 @@ def panel_fragment(layout: Layout) -> str:
     if docs:
         out.append('<ul class="jobs">')
         for d in docs:
-            out.append(f'<li class="job" data-job-id="{e(d.get("id"))}" data-status="{e(d.get("status"))}">'
-                       f'<div class="job-line">{job_link(d.get("id"))} <span class="type">{e(d.get("type"))}</span>'
-                       f' {badge(d.get("status"))} <span class="muted">attempt {e(attempt_text(d))}</span></div>'
-                       f'{bar(d)}{error_box(d)}</li>')
+            out.append(_job_item(d, f"attempt {attempt_text(d)}", bar(d)))
         out.append("</ul>")
     else:
         out.append('<p class="empty">No active jobs.</p>')
     if recent:
         out.append('<h2 class="sub">Recently finished</h2><ul class="jobs recent">')
         for d in recent:
-            out.append(f'<li class="job" data-job-id="{e(d.get("id"))}" data-status="{e(d.get("status"))}">'
-                       f'<div class="job-line">{job_link(d.get("id"))} <span class="type">{e(d.get("type"))}</span>'
-                       f' {badge(d.get("status"))} <span class="muted">{e(short_time(d.get("finished_at")))}'
-                       f'</span></div>{error_box(d)}</li>')
+            out.append(_job_item(d, short_time(d.get("finished_at"))))
         out.append("</ul>")
     out.append("</div>")
     return "".join(out)
